@@ -1,0 +1,1 @@
+"""balances-etl: an exact, reconciled daily history of NOAH crypto balances."""
