@@ -1,0 +1,1 @@
+"""Dagster definitions: assets, checks, resources, partitions and the schedule, wired from plain-Python parts."""

@@ -1,0 +1,10 @@
+"""An embedded NOAH sandbox: a real HTTP server that behaves as NOAH's published balances API.
+
+Tests, the demo and the benchmarks run against it; ``balances-etl sandbox`` runs it standalone.
+"""
+
+from balances_etl.emulator.auth import generate_signing_keypair
+from balances_etl.emulator.faults import Fault, FaultKind
+from balances_etl.emulator.server import NoahSandbox, RecordedRequest, SandboxConfig
+
+__all__ = ["Fault", "FaultKind", "NoahSandbox", "RecordedRequest", "SandboxConfig", "generate_signing_keypair"]

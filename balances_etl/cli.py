@@ -1,0 +1,121 @@
+"""`balances-etl`: materialize a day, run the demo, start the UI with the emulator, or run the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from balances_etl.settings import PipelineSettings, SettingsError, dagster_home, load_env_file
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="balances-etl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    materialize = commands.add_parser("materialize", help="Snapshot one UTC day: the job the schedule runs.")
+    materialize.add_argument("--date", type=_date, required=True, help="the partition, YYYY-MM-DD (a day that has ended)")
+    materialize.add_argument("--allow-late", action="store_true", help="record a day older than the lateness allows (is_late=true)")
+    materialize.add_argument("--verbose", action="store_true", help="show Dagster's log and stack traces")
+
+    demo = commands.add_parser("demo", help="Run the daily job for N days against the embedded NOAH emulator.")
+    demo.add_argument("--days", type=int, default=30, help="how many days to build (default 30)")
+
+    commands.add_parser("dev", help="Start the emulator and `dagster dev` wired to it.")
+    commands.add_parser("sandbox", help="Run the NOAH sandbox emulator in the foreground.", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    load_env_file()
+    if argv[:1] == ["sandbox"]:
+        from balances_etl.emulator.__main__ import main as sandbox_main
+
+        return sandbox_main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    try:
+        PipelineSettings.from_env()
+        if args.command == "materialize":
+            return materialize(args.date, allow_late=args.allow_late, verbose=args.verbose)
+        if args.command == "demo":
+            return demo(args.days)
+        return dev()
+    except SettingsError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def materialize(day: dt.date, *, allow_late: bool, verbose: bool) -> int:
+    from balances_etl.noah import ConfigError, NoahConfig
+
+    try:
+        NoahConfig.from_env()
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    from balances_etl.runner import open_instance, run_daily_job
+
+    outcome = run_daily_job(day, instance=open_instance(), allow_late=allow_late, verbose=verbose)
+    warnings = [c for c in outcome.checks if not c.passed and not c.blocking]
+    for check in warnings:
+        print(f"warning: {check.asset} check {check.name} failed ({check.failing_rows} rows)", file=sys.stderr)
+    if outcome.success:
+        print(f"{day}: materialized {', '.join(outcome.materialized)} (run {outcome.run_id})")
+        return 0
+    print(f"{day}: run {outcome.run_id} failed\n{outcome.error}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def demo(days: int) -> int:
+    if days < 1:
+        print("--days must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    from balances_etl.demo import run_demo
+
+    result = run_demo(days)
+    return 0 if result.succeeded else EXIT_FAILED
+
+
+def dev() -> int:
+    """The emulator in this process, `dagster dev` as a child pointed at it."""
+    from balances_etl.emulator import NoahSandbox, generate_signing_keypair
+
+    private_pem, public_pem = generate_signing_keypair(curve="P-384")
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="balances-etl-dev-") as keys, NoahSandbox(public_key_pem=public_pem) as sandbox:
+        key_path = Path(keys) / "noah-signing-key.pem"
+        key_path.write_bytes(private_pem)
+        key_path.chmod(0o600)
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "NOAH_BASE_URL": sandbox.base_url,
+            "NOAH_API_KEY": sandbox.api_key,
+            "NOAH_SIGNING_KEY_PATH": str(key_path),
+        }
+        env.pop("NOAH_SIGNING_KEY", None)
+        print(f"NOAH emulator at {sandbox.base_url}; starting dagster dev (Ctrl-C to stop)")
+        try:
+            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "balances_etl.definitions"], env=env)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

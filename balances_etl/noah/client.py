@@ -1,0 +1,334 @@
+"""NOAH ``GET /v1/balances`` over HTTP (:class:`NoahClient`) and from landed pages (:class:`ReplaySource`).
+
+Retry policy, per page:
+
+* retried: 429 (waiting ``Retry-After`` when given, seconds or HTTP date, at least
+  ``RETRY_AFTER_MINIMUM_SECONDS``), 500/502/503/504, connection failures and timeouts (including a
+  connection dropped mid-body), and a 200 whose body is not complete JSON. That last one is a
+  deliberate choice: truncated or non-JSON 200s come from proxies and dropped connections, not
+  from NOAH's data, so another attempt usually succeeds; when it never does we raise
+  :class:`MalformedPageError` with the first bytes.
+* never retried: other 4xx (a bad key or signature will not improve), 3xx (redirects are not
+  followed, so ``X-Api-Key`` is never sent to another host) and pages that parse but fail
+  validation (bad data, not a transient fault).
+* waits use exponential backoff with full jitter, bounded by ``max_attempts`` per page and by
+  ``retry_budget_seconds`` across the snapshot; a 429 asking for more than
+  ``retry_after_cap_seconds`` fails at once instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib.metadata
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import NoReturn, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+
+from balances_etl.noah.config import NoahConfig
+from balances_etl.noah.errors import (
+    AUTH_STATUSES,
+    MalformedPageError,
+    NoahAuthError,
+    NoahConnectionError,
+    NoahError,
+    NoahHTTPError,
+    PaginationError,
+    RateLimitError,
+    RetriesExhausted,
+    snippet,
+)
+from balances_etl.noah.pages import BalanceSnapshot, RawPage, SnapshotAssembler, SnapshotStats, decode_body
+from balances_etl.noah.signing import RequestSigner
+
+logger = logging.getLogger("balances_etl.noah")
+
+BALANCES_RESOURCE = "/balances"
+RETRY_AFTER_MINIMUM_SECONDS = 0.05  # "Retry-After: 0" or a past date must not become a hot loop
+_RETRY_AFTER_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_ERROR_FIELD_LIMIT = 300
+_TRANSIENT_EXCEPTIONS = (
+    requests.exceptions.ConnectionError,  # refused, reset, DNS, TLS, connect timeout, read timeout mid-body
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body / incomplete read
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("balances-etl")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"balances-etl/{version}"
+
+
+USER_AGENT = _user_agent()
+
+
+class BalancesSource(Protocol):
+    def fetch_snapshot(self) -> BalanceSnapshot: ...
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), never negative.
+
+    None when absent or unparseable: the caller then falls back to its own backoff.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if _RETRY_AFTER_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with unknown origin; treat as UTC
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _transport_reason(error: requests.RequestException, timeouts: tuple[float, float]) -> str:
+    """Our own wording: the library's message embeds the URL, page token included."""
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return f"connect timed out after {timeouts[0]:g} s"
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return f"read timed out after {timeouts[1]:g} s"
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped while reading the body (incomplete read)"
+    root: BaseException = error
+    while root.__context__ is not None:
+        root = root.__context__
+    return f"connection failed ({type(root).__name__})"
+
+
+class NoahClient:
+    """Fetches one complete balances snapshot from NOAH, page by page, signed and retried.
+
+    ``sleep`` and ``clock`` are injectable so tests can record waits without spending them.
+    """
+
+    def __init__(
+        self,
+        config: NoahConfig,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._owns_session = session is None
+        self._session = requests.Session() if session is None else session
+        self._sleep = sleep
+        self._clock = clock
+        self._signer = RequestSigner(config.signing_key) if config.signing_key is not None else None
+        self._url = config.base_url + BALANCES_RESOURCE
+        self._path = urlsplit(self._url).path
+        self._timeout = (config.connect_timeout_seconds, config.read_timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"NoahClient({self.config})"
+
+    def close(self) -> None:
+        """Close the session if this client created it (an injected one belongs to the caller)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> NoahClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def fetch_snapshot(self) -> BalanceSnapshot:
+        """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
+
+        On failure the raised :class:`NoahError` carries the partial ``stats``.
+        """
+        assembler = SnapshotAssembler(max_pages=self.config.max_pages)
+        started = self._clock()
+        token: str | None = None
+        page_number = 0
+        try:
+            while True:
+                page_number += 1
+                query = {"PageSize": str(self.config.page_size)}
+                if token is not None:
+                    query["PageToken"] = token
+                page, document, secrets = self._fetch_page(page_number, query, assembler.stats)
+                token = assembler.accept(page, document, secrets)
+                if token is None:
+                    break
+        except NoahError as error:
+            error.stats = assembler.stats
+            logger.info("NOAH balances snapshot (%s) failed on page %d after %d attempts: %s",
+                        self.config.environment, page_number, assembler.stats.attempts, error)
+            raise
+        stats = assembler.stats
+        logger.info(
+            "NOAH balances snapshot (%s): %d items on %d pages, %d attempts (%d retries, %.3f s waiting), %.3f s",
+            self.config.environment, stats.items, stats.pages, stats.attempts, stats.retries,
+            stats.total_wait_seconds, self._clock() - started,
+        )
+        return assembler.snapshot()
+
+    def _fetch_page(
+        self, page_number: int, query: dict[str, str], stats: SnapshotStats
+    ) -> tuple[RawPage, object, tuple[str, ...]]:
+        """One page, retried; returns the page, its decoded JSON and the secrets to redact from it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            stats.attempts += 1
+            signature = self._signer.sign("GET", self._path, query) if self._signer is not None else None
+            secrets = (self.config.api_key,) if signature is None else (self.config.api_key, signature)
+            outcome = self._attempt(page_number, attempt, query, signature, secrets, stats)
+            if not isinstance(outcome, NoahError):
+                return (*outcome, secrets)
+            wait = self._wait_before_retry(outcome, attempt, stats)
+            stats.retries += 1
+            stats.total_wait_seconds += wait
+            logger.debug("NOAH page %d attempt %d failed: %s; retrying in %.3f s", page_number, attempt, outcome, wait)
+            self._sleep(wait)
+
+    def _attempt(
+        self,
+        page_number: int,
+        attempt: int,
+        query: dict[str, str],
+        signature: str | None,
+        secrets: tuple[str, ...],
+        stats: SnapshotStats,
+    ) -> tuple[RawPage, object] | NoahError:
+        """One request. Returns the page, or the retryable failure; raises failures that must not be retried."""
+        headers = {"X-Api-Key": self.config.api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
+        if signature is not None:
+            headers["Api-Signature"] = signature
+        # Encode the query ourselves so the wire carries exactly the signed queryParams.
+        url = f"{self._url}?{urlencode(query, quote_via=quote, safe='')}"
+        started = self._clock()
+        try:
+            response = self._session.get(url, headers=headers, timeout=self._timeout, allow_redirects=False)
+        except _TRANSIENT_EXCEPTIONS as error:
+            reason = _transport_reason(error, self._timeout)
+            logger.debug("NOAH page %d attempt %d: %s", page_number, attempt, reason)
+            return NoahConnectionError(reason, page_number=page_number)
+        elapsed = self._clock() - started
+        body = response.content
+        logger.debug("NOAH page %d attempt %d: HTTP %d, %d bytes in %.3f s",
+                     page_number, attempt, response.status_code, len(body), elapsed)
+        if response.status_code != 200:
+            error = self._http_error(response, page_number, secrets)
+            if error.instance is not None:
+                stats.instances.append(error.instance)
+            if not error.retryable:
+                raise error
+            return error
+        try:
+            document = decode_body(body, page_number, secrets)
+        except MalformedPageError as malformed:
+            return malformed
+        page = RawPage.received(
+            page_number, body, request_path=self._path, query=dict(query), attempts=attempt, elapsed_seconds=elapsed
+        )
+        return page, document
+
+    def _http_error(self, response: requests.Response, page_number: int, secrets: tuple[str, ...]) -> NoahHTTPError:
+        status = response.status_code
+        fields = _error_fields(response.content)
+
+        def clean(name: str) -> str | None:
+            value = fields.get(name)
+            return snippet(value, secrets, limit=_ERROR_FIELD_LIMIT) if isinstance(value, str) else None
+
+        args = (status, clean("Type"), clean("Detail"), clean("Action"), clean("Instance"), page_number)
+        body_snippet = None if any(a is not None for a in args[1:5]) else snippet(response.content, secrets)
+        if status == 429:
+            return RateLimitError(
+                *args,
+                body_snippet=body_snippet,
+                retry_after_seconds=parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC)),
+                cap_seconds=self.config.retry_after_cap_seconds,
+            )
+        error_class = NoahAuthError if status in AUTH_STATUSES else NoahHTTPError
+        return error_class(*args, body_snippet=body_snippet)
+
+    def _wait_before_retry(self, failure: NoahError, attempt: int, stats: SnapshotStats) -> float:
+        """Seconds to wait before the next attempt, or raise when the client must give up."""
+        config = self.config
+        if isinstance(failure, RateLimitError) and failure.exceeds_cap:
+            raise failure
+        if attempt >= config.max_attempts:
+            self._give_up(failure, attempt, stats, f"{config.max_attempts} attempts allowed (NOAH_MAX_ATTEMPTS)")
+        if isinstance(failure, RateLimitError) and failure.retry_after_seconds is not None:
+            wait = max(RETRY_AFTER_MINIMUM_SECONDS, failure.retry_after_seconds)
+        else:
+            ceiling = min(config.backoff_max_seconds, config.backoff_base_seconds * 2 ** (attempt - 1))
+            wait = random.uniform(0, ceiling)  # full jitter spreads retries from many clients
+        if stats.total_wait_seconds + wait > config.retry_budget_seconds:
+            self._give_up(
+                failure, attempt, stats,
+                f"waiting {wait:.3f} s more would exceed the retry budget of "
+                f"{config.retry_budget_seconds:g} s (NOAH_RETRY_BUDGET_SECONDS)",
+            )
+        return wait
+
+    @staticmethod
+    def _give_up(failure: NoahError, attempt: int, stats: SnapshotStats, why: str) -> NoReturn:
+        if isinstance(failure, MalformedPageError):
+            raise MalformedPageError(
+                failure.reason, page_number=failure.page_number, body_prefix=failure.body_prefix, attempts=attempt
+            )
+        raise RetriesExhausted(failure, attempts=attempt, waited_seconds=stats.total_wait_seconds, why=why)
+
+
+def _error_fields(body: bytes) -> dict[str, object]:
+    """The NOAH ``Error`` object in a body, or {} when the body is not one."""
+    try:
+        document = decode_body(body, page_number=0)
+    except NoahError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+class ReplaySource:
+    """The snapshot twin of :class:`NoahClient`: the same validation, from landed raw page bodies.
+
+    The bodies must form a complete token chain (every page but the last has a next token), so a
+    landing that lost its last page is refused rather than replayed as a smaller snapshot.
+    Replayed pages carry ``status`` 200, ``attempts`` 0, an empty ``request_path``/``query`` (not
+    landed with the body) and ``received_at`` = replay time.
+    """
+
+    def __init__(self, bodies: Sequence[bytes]) -> None:
+        self._bodies = list(bodies)
+
+    def fetch_snapshot(self) -> BalanceSnapshot:
+        if not self._bodies:
+            raise PaginationError("no page bodies to replay: a snapshot has at least one page")
+        assembler = SnapshotAssembler(max_pages=None)
+        last = len(self._bodies)
+        for page_number, body in enumerate(self._bodies, start=1):
+            page = RawPage.received(page_number, body, request_path="", query={}, attempts=0, elapsed_seconds=0.0)
+            token = assembler.accept(page, decode_body(body, page_number))
+            if token is None and page_number < last:
+                raise PaginationError(
+                    f"page {page_number} ends pagination but {last - page_number} more bodies follow",
+                    page_number=page_number,
+                )
+            if token is not None and page_number == last:
+                raise PaginationError(
+                    f"the last body (page {page_number}) still has a next page token: the landed pages are incomplete",
+                    page_number=page_number,
+                )
+        return assembler.snapshot()

@@ -1,0 +1,310 @@
+"""Parsing and validating ``GET /balances`` pages, shared by the live client and the replay source.
+
+One code path (:class:`SnapshotAssembler`) turns page bodies into columns, so a snapshot replayed
+from landed raw pages is validated exactly like the live fetch that landed them.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from balances_etl.amounts import amount_problem
+from balances_etl.noah.errors import MalformedPageError, PageValidationError, PaginationError, redact, snippet
+
+ITEMS = "Items"
+PAGE_TOKEN = "PageToken"
+IDENTIFIER_FIELDS = ("AccountType", "CryptoCurrency")
+AMOUNT_FIELDS = ("Available", "Total")
+TOKEN_PREFIX_SHOWN = 8  # tokens are opaque and may be long: messages show only a prefix
+
+BALANCE_COLUMNS_SCHEMA = pa.schema(
+    [
+        pa.field("account_type", pa.string(), nullable=False),
+        pa.field("crypto_currency", pa.string(), nullable=False),
+        pa.field("available_raw", pa.string(), nullable=False),
+        pa.field("total_raw", pa.string(), nullable=False),
+        pa.field("page_number", pa.int32(), nullable=False),
+        pa.field("item_index", pa.int32(), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """One 200 response exactly as received, for landing and replay.
+
+    ``query`` is what was sent on the wire (and signed); ``attempts`` counts tries for this page;
+    ``elapsed_seconds`` is the successful attempt's request time (waits excluded).
+    """
+
+    page_number: int
+    request_path: str
+    query: dict[str, str]
+    status: int
+    body: bytes
+    sha256: str
+    received_at: datetime
+    attempts: int
+    elapsed_seconds: float
+
+    @classmethod
+    def received(
+        cls, page_number: int, body: bytes, *, request_path: str, query: dict[str, str], attempts: int,
+        elapsed_seconds: float,
+    ) -> RawPage:
+        """A 200 page received now, with its body's SHA-256."""
+        return cls(
+            page_number=page_number, request_path=request_path, query=query, status=200, body=body,
+            sha256=hashlib.sha256(body).hexdigest(), received_at=datetime.now(UTC), attempts=attempts,
+            elapsed_seconds=elapsed_seconds,
+        )
+
+
+@dataclass
+class BalanceColumns:
+    """Balance items column by column: a million items cost one pass and no per-item objects.
+
+    Amounts stay exactly as NOAH sent them (``*_raw``); canonicalisation happens downstream.
+    ``page_number`` is 1-based, ``item_index`` 0-based within its page.
+    """
+
+    account_type: list[str] = field(default_factory=list)
+    crypto_currency: list[str] = field(default_factory=list)
+    available_raw: list[str] = field(default_factory=list)
+    total_raw: list[str] = field(default_factory=list)
+    page_number: list[int] = field(default_factory=list)
+    item_index: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.account_type)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table(
+            [getattr(self, name) for name in BALANCE_COLUMNS_SCHEMA.names], schema=BALANCE_COLUMNS_SCHEMA
+        )
+
+
+@dataclass
+class SnapshotStats:
+    """What one snapshot cost: pages, attempts, retries, waits, and NOAH error references.
+
+    ``instances`` lists every NOAH error ``Instance`` seen, retried errors included: it is what
+    NOAH support asks for. ``duplicate_keys`` counts items repeating an (AccountType,
+    CryptoCurrency) pair already seen; they are kept, and the pipeline's blocking check reports them.
+    """
+
+    pages: int = 0
+    items: int = 0
+    attempts: int = 0
+    retries: int = 0
+    total_wait_seconds: float = 0.0
+    instances: list[str] = field(default_factory=list)
+    page_sha256: list[str] = field(default_factory=list)
+    duplicate_keys: int = 0
+
+    def as_metadata(self) -> dict[str, object]:
+        """Plain JSON-able values for Dagster metadata."""
+        metadata = asdict(self)
+        metadata["total_wait_seconds"] = round(self.total_wait_seconds, 3)
+        return metadata
+
+
+@dataclass(frozen=True)
+class BalanceSnapshot:
+    pages: list[RawPage]
+    columns: BalanceColumns
+    stats: SnapshotStats
+
+
+class _DuplicateJSONKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # Parsers disagree on which duplicate wins; for money data an ambiguous field is an error.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateJSONKey(key)
+            seen.add(key)
+    return result
+
+
+def decode_body(body: bytes, page_number: int, secrets: Sequence[str] = ()) -> object:
+    """Parse a response body without ever producing a float: numbers become ``Decimal`` or ``int``.
+
+    Raises :class:`MalformedPageError` when the body is not complete JSON (the client retries
+    that) and :class:`PageValidationError` for a duplicated object key (bad data, not retried).
+    """
+    try:
+        return json.loads(
+            body,
+            parse_float=decimal.Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
+    except _DuplicateJSONKey as duplicate:
+        raise PageValidationError(
+            "a JSON object repeats this key, so its value is ambiguous",
+            page_number=page_number,
+            item_index=None,
+            field=snippet(duplicate.key, secrets, limit=60),
+        ) from None
+    except (ValueError, RecursionError) as problem:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MalformedPageError(
+            snippet(str(problem), secrets, limit=120),
+            page_number=page_number,
+            body_prefix=snippet(body, secrets, limit=80),
+        ) from None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, decimal.Decimal)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
+def token_label(token: str) -> str:
+    """A short, safe label for an opaque page token."""
+    shown = token[:TOKEN_PREFIX_SHOWN]
+    return f"{shown!r}..." if len(token) > TOKEN_PREFIX_SHOWN else repr(shown)
+
+
+class SnapshotAssembler:
+    """Accumulates validated pages into a :class:`BalanceSnapshot` and polices the token chain.
+
+    ``accept`` returns the next page token, or None when the chain ends (token absent, "" or null).
+    """
+
+    def __init__(self, *, max_pages: int | None) -> None:
+        self.max_pages = max_pages
+        self.stats = SnapshotStats()
+        self._pages: list[RawPage] = []
+        self._columns = BalanceColumns()
+        self._keys: set[tuple[str, str]] = set()
+        self._token_first_seen: dict[str, int] = {}
+
+    def accept(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> str | None:
+        next_token = _validated_page(document, page.page_number, secrets)
+        self._append(page, document[ITEMS])  # type: ignore[index]  # validated above
+        if next_token is None:
+            return None
+        first_seen = self._token_first_seen.setdefault(next_token, page.page_number)
+        if first_seen != page.page_number:
+            raise PaginationError(
+                f"token cycle at page {page.page_number} (token first seen on page {first_seen}): NOAH returned "
+                f"page token {redact(token_label(next_token), secrets)} again, so pagination would never end",
+                page_number=page.page_number,
+            )
+        if self.max_pages is not None and page.page_number >= self.max_pages:
+            raise PaginationError(
+                f"page {page.page_number} still has a next page token, but a snapshot may take at most "
+                f"{self.max_pages} pages (NOAH_MAX_PAGES)",
+                page_number=page.page_number,
+            )
+        return next_token
+
+    def _append(self, page: RawPage, items: list[dict[str, str]]) -> None:
+        columns, keys = self._columns, self._keys
+        before = len(keys)
+        for item in items:
+            account_type, crypto_currency = item["AccountType"], item["CryptoCurrency"]
+            columns.account_type.append(account_type)
+            columns.crypto_currency.append(crypto_currency)
+            columns.available_raw.append(item["Available"])
+            columns.total_raw.append(item["Total"])
+            keys.add((account_type, crypto_currency))
+        columns.page_number.extend([page.page_number] * len(items))
+        columns.item_index.extend(range(len(items)))
+        self.stats.duplicate_keys += len(items) - (len(keys) - before)
+        self.stats.pages += 1
+        self.stats.items += len(items)
+        self.stats.page_sha256.append(page.sha256)
+        self._pages.append(page)
+
+    def snapshot(self) -> BalanceSnapshot:
+        return BalanceSnapshot(pages=list(self._pages), columns=self._columns, stats=self.stats)
+
+
+def _validated_page(document: object, page_number: int, secrets: Sequence[str]) -> str | None:
+    """Check a decoded page against ``GetBalancesResponse``; return its next token (None at the end).
+
+    Unknown fields are allowed (NOAH adds fields over time); everything we read is checked.
+    """
+
+    def invalid(reason: str, item_index: int | None = None, field: str | None = None) -> PageValidationError:
+        return PageValidationError(
+            snippet(reason, secrets), page_number=page_number, item_index=item_index, field=field
+        )
+
+    if not isinstance(document, dict):
+        raise invalid(f"expected a JSON object, got {_json_type(document)}")
+    if ITEMS not in document:
+        raise invalid("required field is missing", field=ITEMS)
+    items = document[ITEMS]
+    if not isinstance(items, list):
+        raise invalid(f"expected an array, got {_json_type(items)}", field=ITEMS)
+    token = document.get(PAGE_TOKEN)
+    if token is not None and not isinstance(token, str):
+        raise invalid(f"expected a string or null, got {_json_type(token)}", field=PAGE_TOKEN)
+    for index, item in enumerate(items):
+        if not _item_is_valid(item):
+            field, reason = _item_problem(item)
+            raise invalid(reason, index, field)
+    return token or None
+
+
+def _item_is_valid(item: object) -> bool:
+    """Fast path for the million-item case: one expression per item, no diagnosis."""
+    if type(item) is not dict:
+        return False
+    account_type, crypto_currency = item.get("AccountType"), item.get("CryptoCurrency")
+    available, total = item.get("Available"), item.get("Total")
+    return (
+        type(account_type) is str and account_type != ""
+        and type(crypto_currency) is str and crypto_currency != ""
+        and amount_problem(available) is None
+        and amount_problem(total) is None
+    )
+
+
+def _item_problem(item: object) -> tuple[str | None, str]:
+    """Why an item failed :func:`_item_is_valid`: (field, reason)."""
+    if not isinstance(item, dict):
+        return None, f"expected an object, got {_json_type(item)}"
+    for name in IDENTIFIER_FIELDS + AMOUNT_FIELDS:
+        if name not in item:
+            return name, "required field is missing"
+        if not isinstance(item[name], str):
+            return name, f"expected a string, got {_json_type(item[name])}"
+    for name in IDENTIFIER_FIELDS:
+        if not item[name]:
+            return name, "empty string"
+    for name in AMOUNT_FIELDS:
+        problem = amount_problem(item[name])
+        if problem is not None:
+            return name, problem
+    raise AssertionError("_item_problem called for a valid item")

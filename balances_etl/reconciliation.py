@@ -1,0 +1,84 @@
+"""Daily reconciliation over the warehouse views, in plain Python (the Dagster asset wraps it).
+
+The questions live in SQL: the views in ``sql/*.sql`` and the two queries here in
+``sql/queries/*.sql`` (not applied as views). Rows come back through ``fetchall`` so amounts stay
+exact; everything handed out is a string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+
+import duckdb
+
+from balances_etl.names import Check
+from balances_etl.settings import PROJECT_ROOT
+
+QUERIES_DIR = PROJECT_ROOT / "sql" / "queries"
+SAMPLE_SIZE = 20
+
+
+class ReconciliationCheck:
+    """Every ``check_name`` that ``v_reconciliation_breaks`` emits (the SQL spells the same strings)."""
+
+    AMOUNT_TOO_WIDE = Check.AMOUNT_TOO_WIDE  # NOAH amount does not fit DECIMAL(38,18)
+    NEGATIVE_PENDING_OUTFLOW = "negative_pending_outflow"  # available > total
+    SNAPSHOT_GAP = "snapshot_gap"  # no row for a key on a day inside its history
+    CURRENCY_DISAPPEARED = Check.CURRENCY_DISAPPEARED  # key absent from the next snapshot date
+    STALE_BALANCE = "stale_balance"  # total unchanged for more than stale_after_days
+    LEDGER_BREAK = "ledger_break"  # NOAH and ledger differ beyond tolerance (or cannot be compared)
+    MISSING_AT_NOAH = "missing_at_noah"  # ledger asserts a key NOAH did not report that day
+    MISSING_IN_LEDGER = "missing_in_ledger"  # NOAH reports a key the ledger does not assert that day
+
+    ALL = (
+        AMOUNT_TOO_WIDE,
+        NEGATIVE_PENDING_OUTFLOW,
+        SNAPSHOT_GAP,
+        CURRENCY_DISAPPEARED,
+        STALE_BALANCE,
+        LEDGER_BREAK,
+        MISSING_AT_NOAH,
+        MISSING_IN_LEDGER,
+    )
+
+
+@dataclass(frozen=True)
+class DayReconciliation:
+    """Breaks dated on one snapshot date."""
+
+    snapshot_date: date
+    breaks_by_check: dict[str, int]
+    sample: list[dict[str, str]]  # the first SAMPLE_SIZE breaks, in check_name, key order
+
+    @property
+    def total_breaks(self) -> int:
+        return sum(self.breaks_by_check.values())
+
+
+@cache
+def load_query(name: str) -> str:
+    """The text of ``sql/queries/<name>.sql``."""
+    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def summarize_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> DayReconciliation:
+    """Break counts per check for ``snapshot_date`` and the first breaks as a sample."""
+    breaks = _fetch_breaks(con, "day_breaks", snapshot_date)
+    counts: dict[str, int] = {}
+    for row in breaks:
+        counts[row["check_name"]] = counts.get(row["check_name"], 0) + 1
+    return DayReconciliation(snapshot_date, counts, breaks[:SAMPLE_SIZE])
+
+
+def new_breaks_vs_previous_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> list[dict[str, str]]:
+    """Breaks on ``snapshot_date`` whose (check_name, account_type, crypto_currency) had none on the
+    previous snapshot date; all of them when there is no earlier snapshot date."""
+    return _fetch_breaks(con, "new_breaks_vs_previous_day", snapshot_date)
+
+
+def _fetch_breaks(con: duckdb.DuckDBPyConnection, query: str, snapshot_date: date) -> list[dict[str, str]]:
+    cursor = con.execute(load_query(query), [snapshot_date])
+    columns = [d[0] for d in cursor.description]
+    return [{c: "" if v is None else str(v) for c, v in zip(columns, row, strict=True)} for row in cursor.fetchall()]

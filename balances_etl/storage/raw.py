@@ -1,0 +1,198 @@
+"""Raw landing: every NOAH page body exactly as received, kept forever for audit and replay.
+
+Layout: ``raw/balances/snapshot_date=D/taken_at=<UTC compact ts>-<run_id8>/page-00001.json ...
+manifest.json``. A landing is assembled in ``raw/balances/.staging-<uuid>/`` and renamed into
+place in one step, so a landing directory either exists complete (with its manifest) or not at all.
+Landings are append-only: a second landing never replaces an earlier one.
+Only the fields below are stored; request headers (credentials, signatures) never are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,}")
+
+
+class RawPageLike(Protocol):
+    """What the NOAH client hands over for one page (its ``RawPage``)."""
+
+    page_number: int
+    request_path: str
+    query: dict[str, str]
+    status: int
+    body: bytes
+    sha256: str
+    received_at: datetime
+    attempts: int
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class RawManifest:
+    snapshot_date: date
+    taken_at: datetime
+    run_id: str
+    pages: list[dict[str, Any]]  # per page: file, sha256, query, status, received_at, attempts, ...
+    stats: dict[str, Any]
+
+
+class RawIntegrityError(ValueError):
+    """A landed file does not match its manifest (tampered, truncated or incomplete landing)."""
+
+
+def raw_root(data_dir: Path) -> Path:
+    return data_dir / "raw" / "balances"
+
+
+def page_file_name(page_number: int) -> str:
+    return f"page-{page_number:05d}.json"
+
+
+def landing_name(taken_at: datetime, run_id: str) -> str:
+    """``taken_at=20261120T235959.123456Z-1a2b3c4d``: fixed width, so names sort by time."""
+    if taken_at.tzinfo is None:
+        raise ValueError(f"taken_at must be timezone-aware, got naive {taken_at!r}")
+    if not _RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValueError(f"run_id must be at least 8 characters of [A-Za-z0-9_-], got {run_id!r}")
+    return f"taken_at={taken_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}-{run_id[:8]}"
+
+
+def land_raw_pages(
+    data_dir: Path,
+    snapshot_date: date,
+    taken_at: datetime,
+    run_id: str,
+    pages: Sequence[RawPageLike],
+    stats: Mapping[str, object],
+) -> Path:
+    """Write every page body byte for byte plus a manifest, publish the landing atomically, return its path."""
+    day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
+    final = day_dir / landing_name(taken_at, run_id)
+    numbers = [page.page_number for page in pages]
+    if numbers != list(range(1, len(pages) + 1)):
+        raise ValueError(f"pages must be numbered 1..{len(pages)} in order, got {numbers}")
+    if final.exists():
+        raise FileExistsError(f"raw landing {final} already exists; landings are append-only")
+
+    staging = raw_root(data_dir) / f".staging-{uuid.uuid4().hex}"
+    make_dirs_durable(staging)
+    try:
+        _write_landing(staging, snapshot_date, taken_at, run_id, pages, stats)
+        make_dirs_durable(day_dir)
+        os.rename(staging, final)  # fails if ``final`` appeared meanwhile: never overwrites a landing
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_path(day_dir)
+    fsync_path(staging.parent)
+    return final
+
+
+def _write_landing(
+    staging: Path,
+    snapshot_date: date,
+    taken_at: datetime,
+    run_id: str,
+    pages: Sequence[RawPageLike],
+    stats: Mapping[str, object],
+) -> None:
+    """Write the page files, then the manifest last, into the unpublished staging directory."""
+    entries = []
+    for page in pages:
+        digest = hashlib.sha256(page.body).hexdigest()
+        if digest != page.sha256:
+            raise RawIntegrityError(
+                f"page {page.page_number}: body sha256 {digest} differs from the client's {page.sha256}"
+            )
+        name = page_file_name(page.page_number)
+        write_file_durably(staging / name, page.body)
+        entries.append(
+            {
+                "page_number": page.page_number,
+                "file": name,
+                "request_path": page.request_path,
+                "query": dict(page.query),
+                "status": page.status,
+                "sha256": digest,
+                "bytes": len(page.body),
+                "received_at": page.received_at.isoformat(),
+                "attempts": page.attempts,
+                "elapsed_seconds": page.elapsed_seconds,
+            }
+        )
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "snapshot_date": snapshot_date.isoformat(),
+        "taken_at": taken_at.astimezone(UTC).isoformat(),
+        "run_id": run_id,
+        "page_count": len(pages),
+        "pages": entries,
+        "stats": dict(stats),
+        "complete": True,
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default)
+    write_file_durably(staging / MANIFEST_NAME, text.encode())
+    fsync_path(staging)
+
+
+def _json_default(value: object) -> str:
+    """Stats may hold dates and Decimals; store them as exact text rather than failing or rounding."""
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"stats value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def latest_raw_landing(data_dir: Path, snapshot_date: date) -> Path | None:
+    """The newest complete landing of ``snapshot_date`` (by ``taken_at``), or None if there is none."""
+    day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
+    complete = [d for d in day_dir.glob("taken_at=*") if (d / MANIFEST_NAME).is_file()]
+    return max(complete, key=lambda d: d.name, default=None)
+
+
+def read_raw_manifest(landing: Path) -> RawManifest:
+    """The landing's manifest (what replay needs: when it was taken, the stats passed in, the pages)."""
+    path = landing / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    if manifest.get("complete") is not True:
+        raise RawIntegrityError(f"{path}: landing is not marked complete")
+    return RawManifest(
+        snapshot_date=date.fromisoformat(manifest["snapshot_date"]),
+        taken_at=datetime.fromisoformat(manifest["taken_at"]),
+        run_id=manifest["run_id"],
+        pages=sorted(manifest["pages"], key=lambda entry: entry["page_number"]),
+        stats=manifest["stats"],
+    )
+
+
+def read_raw_bodies(landing: Path) -> list[bytes]:
+    """Page bodies in page order, each verified against the sha256 recorded in the manifest."""
+    manifest = read_raw_manifest(landing)
+    bodies = []
+    for entry in manifest.pages:
+        path = landing / entry["file"]
+        if not path.is_file():
+            raise RawIntegrityError(f"{path}: listed in the manifest but missing")
+        body = path.read_bytes()
+        digest = hashlib.sha256(body).hexdigest()
+        if digest != entry["sha256"]:
+            raise RawIntegrityError(f"{path}: sha256 {digest} does not match the manifest's {entry['sha256']}")
+        bodies.append(body)
+    return bodies
