@@ -14,6 +14,7 @@ DUCKDB_POOL = "duckdb"
 # DuckDB tables
 SNAPSHOTS_TABLE = "balance_snapshots"
 LEDGER_TABLE = "ledger_expected_balances"
+SETTINGS_TABLE = "reconciliation_settings"
 
 
 class Check:
@@ -35,6 +36,30 @@ class Check:
 
     BLOCKING = (SCHEMA, AMOUNTS_VALID, KEYS_UNIQUE, AVAILABLE_NOT_ABOVE_TOTAL, CANONICAL_MATCHES_DECIMAL)
     WARNINGS = (AMOUNT_TOO_WIDE, UNKNOWN_CURRENCY, CURRENCY_DISAPPEARED, ZERO_ITEMS)
+
+
+class ReconciliationCheck:
+    """Every ``check_name`` that ``v_reconciliation_breaks`` emits (the SQL spells the same strings)."""
+
+    AMOUNT_TOO_WIDE = Check.AMOUNT_TOO_WIDE  # NOAH amount does not fit DECIMAL(38,18)
+    NEGATIVE_PENDING_OUTFLOW = "negative_pending_outflow"  # available > total
+    SNAPSHOT_GAP = "snapshot_gap"  # no row for a key on a day inside its history
+    CURRENCY_DISAPPEARED = Check.CURRENCY_DISAPPEARED  # key absent from the next snapshot date
+    STALE_BALANCE = "stale_balance"  # total unchanged for more than stale_after_days
+    LEDGER_BREAK = "ledger_break"  # NOAH and ledger differ beyond tolerance (or cannot be compared)
+    MISSING_AT_NOAH = "missing_at_noah"  # ledger asserts a key NOAH did not report that day
+    MISSING_IN_LEDGER = "missing_in_ledger"  # NOAH reports a key the ledger does not assert that day
+
+    ALL = (
+        AMOUNT_TOO_WIDE,
+        NEGATIVE_PENDING_OUTFLOW,
+        SNAPSHOT_GAP,
+        CURRENCY_DISAPPEARED,
+        STALE_BALANCE,
+        LEDGER_BREAK,
+        MISSING_AT_NOAH,
+        MISSING_IN_LEDGER,
+    )
 
 
 class View:

@@ -7,41 +7,17 @@ exact; everything handed out is a string.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 
 import duckdb
 
-from balances_etl.names import Check
 from balances_etl.settings import PROJECT_ROOT
 
 QUERIES_DIR = PROJECT_ROOT / "sql" / "queries"
 SAMPLE_SIZE = 20
-
-
-class ReconciliationCheck:
-    """Every ``check_name`` that ``v_reconciliation_breaks`` emits (the SQL spells the same strings)."""
-
-    AMOUNT_TOO_WIDE = Check.AMOUNT_TOO_WIDE  # NOAH amount does not fit DECIMAL(38,18)
-    NEGATIVE_PENDING_OUTFLOW = "negative_pending_outflow"  # available > total
-    SNAPSHOT_GAP = "snapshot_gap"  # no row for a key on a day inside its history
-    CURRENCY_DISAPPEARED = Check.CURRENCY_DISAPPEARED  # key absent from the next snapshot date
-    STALE_BALANCE = "stale_balance"  # total unchanged for more than stale_after_days
-    LEDGER_BREAK = "ledger_break"  # NOAH and ledger differ beyond tolerance (or cannot be compared)
-    MISSING_AT_NOAH = "missing_at_noah"  # ledger asserts a key NOAH did not report that day
-    MISSING_IN_LEDGER = "missing_in_ledger"  # NOAH reports a key the ledger does not assert that day
-
-    ALL = (
-        AMOUNT_TOO_WIDE,
-        NEGATIVE_PENDING_OUTFLOW,
-        SNAPSHOT_GAP,
-        CURRENCY_DISAPPEARED,
-        STALE_BALANCE,
-        LEDGER_BREAK,
-        MISSING_AT_NOAH,
-        MISSING_IN_LEDGER,
-    )
 
 
 @dataclass(frozen=True)
@@ -66,10 +42,8 @@ def load_query(name: str) -> str:
 def summarize_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> DayReconciliation:
     """Break counts per check for ``snapshot_date`` and the first breaks as a sample."""
     breaks = _fetch_breaks(con, "day_breaks", snapshot_date)
-    counts: dict[str, int] = {}
-    for row in breaks:
-        counts[row["check_name"]] = counts.get(row["check_name"], 0) + 1
-    return DayReconciliation(snapshot_date, counts, breaks[:SAMPLE_SIZE])
+    counts = Counter(row["check_name"] for row in breaks)
+    return DayReconciliation(snapshot_date, dict(counts), breaks[:SAMPLE_SIZE])
 
 
 def new_breaks_vs_previous_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> list[dict[str, str]]:

@@ -11,8 +11,8 @@ import duckdb
 import pytest
 
 from balances_etl.names import LEDGER_TABLE
+from balances_etl.names import SETTINGS_TABLE
 from balances_etl.storage.ledger import (
-    SETTINGS_TABLE,
     LedgerFileError,
     replace_ledger_table,
     write_reconciliation_settings,

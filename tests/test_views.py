@@ -16,9 +16,9 @@ import duckdb
 import pytest
 
 from balances_etl.names import View
+from balances_etl.names import ReconciliationCheck
 from balances_etl.reconciliation import (
     DayReconciliation,
-    ReconciliationCheck,
     new_breaks_vs_previous_day,
     summarize_day,
 )

@@ -28,12 +28,11 @@ import duckdb
 import pyarrow as pa
 
 from balances_etl.amounts import amount_problem, canonical_amount, fits_decimal_38_18
-from balances_etl.names import LEDGER_TABLE
+from balances_etl.names import LEDGER_TABLE, SETTINGS_TABLE
 
 REQUIRED_COLUMNS = ("as_of_date", "account_type", "crypto_currency", "expected_total")
 OPTIONAL_COLUMNS = ("expected_available", "tolerance")
 
-SETTINGS_TABLE = "reconciliation_settings"
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ARROW_VIEW = "_ledger_rows_to_insert"

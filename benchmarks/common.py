@@ -1,0 +1,186 @@
+"""Shared helpers: timing, child processes measured with ``wait4``, the emulator, the machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TELEMETRY_OFF = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",  # dlt
+    "DAGSTER_DISABLE_TELEMETRY": "1",  # dagster (dagster.yaml also disables it)
+}
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One child process: wall seconds from spawn to reap, its peak RSS, CPU, exit code, output."""
+
+    wall_seconds: float
+    max_rss_bytes: int
+    user_seconds: float
+    system_seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_child(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_dir: Path) -> ChildRun:
+    """Run ``argv`` to completion; wall time and peak RSS come from ``wait4`` on exactly that child.
+
+    Output goes to files (no pipe to drain while timing); the child is reaped with ``os.wait4`` so
+    its ``ru_maxrss`` is its own, not a maximum over every child this process ever had.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting again
+    return ChildRun(
+        wall_seconds=wall,
+        max_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
+        user_seconds=usage.ru_utime,
+        system_seconds=usage.ru_stime,
+        returncode=process.returncode,
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
+    )
+
+
+def child_json(run: ChildRun, what: str) -> dict:
+    """The JSON object a worker printed as its last stdout line."""
+    if run.returncode != 0:
+        raise RuntimeError(f"{what} failed with exit code {run.returncode}:\n{run.stderr[-4000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Run the variants side by side: A B A B ..., after ``warmup`` untimed rounds; seconds per run."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            results[name].append(run())
+    return results
+
+
+def timed(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def yesterday_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def base_env() -> dict[str, str]:
+    """The environment for children: ours, minus anything that could point them at a real NOAH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOAH_", "BALANCES_ETL_", "DAGSTER_"))}
+    env.update(TELEMETRY_OFF)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def emulator(private_pem: bytes, public_pem: bytes, workdir: Path, **sandbox_kwargs) -> Iterator[tuple[object, dict[str, str]]]:
+    """The embedded NOAH emulator in this process and the NOAH_* variables a child needs to reach it."""
+    from balances_etl.emulator import NoahSandbox
+
+    key_path = workdir / "noah-signing.pem"
+    if not key_path.exists():
+        key_path.write_bytes(private_pem)
+        key_path.chmod(0o600)
+    with NoahSandbox(public_key_pem=public_pem, **sandbox_kwargs) as sandbox:
+        yield sandbox, {
+            "NOAH_BASE_URL": sandbox.base_url,
+            "NOAH_API_KEY": sandbox.api_key,
+            "NOAH_SIGNING_KEY_PATH": str(key_path),
+        }
+
+
+def pipeline_home(root: Path) -> dict[str, str]:
+    """A fresh data dir and Dagster home (with a copy of dagster_home/dagster.yaml) under ``root``."""
+    data_dir, home = root / "data", root / "dagster_home"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return {"BALANCES_ETL_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
+
+
+def peak_rss_self_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    versions = {}
+    for package in ("dagster", "duckdb", "pyarrow", "pandas", "requests", "PyJWT", "cryptography", "dlt"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing optional package is just not listed
+            versions[package] = None
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "filesystem_tmp": _filesystem_of(Path(os.environ.get("TMPDIR", "/tmp"))),
+        "load_average_at_start": [round(x, 2) for x in load] if load else None,
+        "versions": versions,
+    }
+
+
+def _filesystem_of(path: Path) -> str | None:
+    try:
+        best, kind = "", None
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _device, mount, fstype, *_ = line.split()
+            if str(path.resolve()).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+        return kind
+    except OSError:
+        return None
