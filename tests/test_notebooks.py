@@ -52,6 +52,19 @@ def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
+def test_demo_builds_a_warehouse_where_every_view_has_rows(demo_data_dir: Path) -> None:
+    con = duckdb.connect(str(demo_data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        days = con.execute("SELECT count(DISTINCT snapshot_date) FROM balance_snapshots").fetchone()[0]
+        assert days == DEMO_DAYS - 1  # the simulated outage day failed cleanly and is missing
+        whole_days_missing = con.execute(f"SELECT count(DISTINCT missing_date) FROM {View.SNAPSHOT_GAPS} WHERE whole_day_missing").fetchone()[0]
+        assert whole_days_missing == 1
+        empty = [view for view in View.ALL if con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0]
+        assert empty == []
+    finally:
+        con.close()
+
+
 def execute(name: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
     """Run a notebook from notebooks/ as an analyst would; the kernel inherits this environment."""
     notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
