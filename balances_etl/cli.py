@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Run the daily job for N days against the embedded NOAH emulator.")
     demo.add_argument("--days", type=int, default=30, help="how many days to build (default 30)")
 
+    selftest = commands.add_parser("selftest", help="Run the fault matrix end to end against the embedded emulator; print the table.")
+    selftest.add_argument("--core", action="store_true", help="only the representative core the default test suite runs")
+    selftest.add_argument("--only", action="append", default=[], metavar="KEY", help="only this scenario (repeatable)")
+    selftest.add_argument("--report", type=Path, help="also write the table as a markdown document to this file")
+    selftest.add_argument("--keep", action="store_true", help="keep the temporary data dir and Dagster home")
+
     commands.add_parser("dev", help="Start the emulator and `dagster dev` wired to it.")
     commands.add_parser("sandbox", help="Run the NOAH sandbox emulator in the foreground.", add_help=False)
     return parser
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             return materialize(args.date, allow_late=args.allow_late, verbose=args.verbose)
         if args.command == "demo":
             return demo(args.days)
+        if args.command == "selftest":
+            from balances_etl.selftest import main as selftest_main
+
+            return selftest_main(core_only=args.core, only=args.only, report=args.report, keep=args.keep)
         return dev()
     except SettingsError as err:
         print(f"configuration error: {err}", file=sys.stderr)
@@ -68,9 +78,13 @@ def materialize(day: dt.date, *, allow_late: bool, verbose: bool) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    from balances_etl.runner import open_instance, run_daily_job
+    from balances_etl.runner import NotAPartitionError, open_instance, run_daily_job
 
-    outcome = run_daily_job(day, instance=open_instance(), allow_late=allow_late, verbose=verbose)
+    try:
+        outcome = run_daily_job(day, instance=open_instance(), allow_late=allow_late, verbose=verbose)
+    except NotAPartitionError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_CONFIG
     warnings = [c for c in outcome.checks if not c.passed and not c.blocking]
     for check in warnings:
         print(f"warning: {check.asset} check {check.name} failed ({check.failing_rows} rows)", file=sys.stderr)

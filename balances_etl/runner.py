@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import socket
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from balances_etl.names import DAILY_JOB, DUCKDB_POOL
-from balances_etl.settings import dagster_home
+from balances_etl.settings import PROJECT_ROOT, dagster_home
 
 
 HOST_TAG = "balances_etl/host"
@@ -40,10 +41,20 @@ class RunOutcome:
     materialized: list[str] = field(default_factory=list)
 
 
+class NotAPartitionError(ValueError):
+    """The requested day is not (yet) a daily partition."""
+
+
 def open_instance() -> dg.DagsterInstance:
-    """The persistent instance at $DAGSTER_HOME (default ./dagster_home), so runs show in the UI."""
+    """The persistent instance at $DAGSTER_HOME (default ./dagster_home), so runs show in the UI.
+
+    A new home gets the project's dagster.yaml (DuckDB pool, telemetry off).
+    """
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster_home" / "dagster.yaml", config)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
@@ -59,6 +70,11 @@ def run_daily_job(
     from balances_etl.definitions import defs
 
     job = defs.resolve_job_def(DAILY_JOB)
+    if not job.partitions_def.has_partition_key(snapshot_date.isoformat()):
+        raise NotAPartitionError(
+            f"{snapshot_date} is not a daily partition: partitions run from BALANCES_ETL_START_DATE "
+            "to the last UTC day that has ended (a day's snapshot is taken after it ends)"
+        )
     release_slots_of_dead_runs(instance)
     op_config: dict[str, object] = {"allow_late": allow_late}
     if simulated_now is not None:
@@ -66,7 +82,7 @@ def run_daily_job(
     result = job.execute_in_process(
         run_config={
             "ops": {"snapshot_balances": {"config": op_config}},
-            "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "ERROR"}}},
+            "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
         },
         instance=instance,
         partition_key=snapshot_date.isoformat(),

@@ -17,6 +17,7 @@ import pytest
 from balances_etl.emulator import Fault, FaultKind
 from balances_etl.names import DAILY_SCHEDULE, PARQUET_ASSET, Check
 from balances_etl.runner import open_instance
+from balances_etl.settings import PROJECT_ROOT
 from balances_etl.storage.parquet import partition_path
 from pipeline_support import DAY, Pipeline, exact, item, prepare_root, taken_after
 
@@ -292,3 +293,20 @@ def _wait_for_stage(pipeline: Pipeline, stage: str, day: dt.date, process: subpr
             return
         time.sleep(0.002)
     # Too late for the precise instant: killing now still exercises a crash after that stage.
+
+
+def test_cli_refuses_a_day_that_is_not_a_partition_yet(pipeline):
+    today = dt.datetime.now(dt.UTC).date()
+    result = pipeline.cli("materialize", "--date", today.isoformat())
+    assert result.returncode == 2
+    assert "not a daily partition" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_failure_output_is_one_clear_message_in_a_fresh_dagster_home(pipeline, tmp_path):
+    fresh_home = tmp_path / "fresh_home"
+    result = pipeline.cli("materialize", "--date", "2026-10-01", extra_env={"DAGSTER_HOME": str(fresh_home)})
+    assert result.returncode == 1
+    assert "allowed lateness" in result.stderr
+    assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
+    assert "Telemetry" not in result.stderr + result.stdout  # the new home got the project's dagster.yaml
+    assert (fresh_home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster_home" / "dagster.yaml").read_text()
