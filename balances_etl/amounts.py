@@ -20,6 +20,11 @@ DECIMAL_INTEGER_DIGITS = DECIMAL_PRECISION - DECIMAL_SCALE
 _AMOUNT_RE = re.compile(r"[+]?(?:[.][0-9]+|[0-9]+[.]?[0-9]*)")
 
 
+def amount_pattern() -> re.Pattern[str]:
+    """The compiled pattern (ASCII digits, no length limit): match it with ``fullmatch``."""
+    return _AMOUNT_RE
+
+
 def amount_problem(value: object) -> str | None:
     """Why ``value`` is not a valid NOAH amount, or None when it is."""
     if not isinstance(value, str):

@@ -52,6 +52,25 @@ def new_breaks_vs_previous_day(con: duckdb.DuckDBPyConnection, snapshot_date: da
     return _fetch_breaks(con, "new_breaks_vs_previous_day", snapshot_date)
 
 
+def reconcile_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> tuple[DayReconciliation, list[dict[str, str]]]:
+    """``summarize_day`` and ``new_breaks_vs_previous_day`` together, evaluating the views once.
+
+    ``v_reconciliation_breaks`` runs window functions over the whole history, and a filter on one
+    date cannot be pushed below them: each of the two queries cost a full evaluation (about 0.8 s
+    over three years of 1,000 balances a day). Here the rows of the two dates they read (the day
+    and the previous snapshot date) are computed once into a temporary table of the same name,
+    which shadows the view for the rest of this connection: close it afterwards.
+    """
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE v_reconciliation_breaks AS "
+        "SELECT * FROM main.v_reconciliation_breaks WHERE snapshot_date IN ("
+        "SELECT CAST($day AS DATE) UNION ALL "
+        "SELECT max(snapshot_date) FROM main.balance_snapshots WHERE snapshot_date < $day)",
+        {"day": snapshot_date},
+    )
+    return summarize_day(con, snapshot_date), new_breaks_vs_previous_day(con, snapshot_date)
+
+
 def _fetch_breaks(con: duckdb.DuckDBPyConnection, query: str, snapshot_date: date) -> list[dict[str, str]]:
     cursor = con.execute(load_query(query), [snapshot_date])
     columns = [d[0] for d in cursor.description]

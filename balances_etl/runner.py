@@ -105,17 +105,25 @@ def release_slots_of_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Fail runs of this host whose process died (SIGKILL, OOM) and free their DuckDB pool slot.
 
     An in-process run that is killed never releases its concurrency slot; without the daemon's
-    run monitoring every later run would wait for it forever.
+    run monitoring every later run would wait for it forever. A run killed before it reached the
+    pool (while fetching, say) holds no slot but would still show as running forever: it is failed too.
     """
     info = instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
     run_ids = {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            tags={HOST_TAG: socket.gethostname()},
+        )
+    )
+    run_ids |= {run.run_id for run in unfinished}
     released = []
     for run_id in sorted(run_ids):
         run = instance.get_run_by_id(run_id)
         if run is None or run.tags.get(HOST_TAG) != socket.gethostname() or _process_alive(run.tags.get(PID_TAG)):
             continue
         if not run.is_finished:
-            instance.report_run_failed(run, "the process running it died; its DuckDB pool slot was released")
+            instance.report_run_failed(run, "the process running it died; its DuckDB pool slot (if any) was released")
         instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         released.append(run_id)
     return released
@@ -151,7 +159,11 @@ def _failure_summary(events: list[dg.DagsterEvent], verbose: bool) -> str:
         root = error
         while root.cause is not None:
             root = root.cause
-        messages.append(f"{event.step_key}: {root.cls_name}: {root.message.strip()}")
+        message = root.message.strip()
+        # Dagster's message already starts with the (possibly qualified) class name: "OSError: [Errno 28] ...".
+        if message.split(" ", 1)[0].rstrip(":").rsplit(".", 1)[-1] != root.cls_name:
+            message = f"{root.cls_name}: {message}"
+        messages.append(f"{event.step_key}: {message}")
         if verbose:
             messages.append(error.to_string())
     return "\n".join(messages) or "the run failed before any step ran (see the Dagster UI for the run log)"

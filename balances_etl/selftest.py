@@ -137,6 +137,7 @@ def _matrix() -> tuple[Scenario, ...]:
     recovered, failed = Expect.RECOVERED, Expect.FAILED_CLEANLY
     once, persistent = 1, None
 
+    # core_at: the page at which this fault is part of the default suite's representative core (None: never).
     def at(page: int, key: str, fault: str, expect: Expect, core_at: int | None, **details: object) -> None:
         rows.append(
             Scenario(
@@ -155,16 +156,16 @@ def _matrix() -> tuple[Scenario, ...]:
         # 429 Too Many Requests
         at(page, "429-retry-after-seconds", "429, Retry-After: 1 (seconds)", recovered, MIDDLE,
            faults=(Fault(FaultKind.RATE_LIMIT, page=page, retry_after="1"),), attempts=2, retry_gap_seconds=1.0)
-        at(page, "429-retry-after-http-date", "429, Retry-After: an HTTP date 2 s ahead", recovered, FIRST,
+        at(page, "429-retry-after-http-date", "429, Retry-After: an HTTP date (seconds ahead)", recovered, FIRST,
            faults=(Fault(FaultKind.RATE_LIMIT, page=page),), attempts=2, retry_after_date_in=2)
-        at(page, "429-retry-after-zero", "429, Retry-After: 0", recovered, LAST,
+        at(page, "429-retry-after-zero", "429, Retry-After: 0", recovered, None,
            faults=(Fault(FaultKind.RATE_LIMIT, page=page, retry_after="0"),), attempts=2,
            retry_gap_seconds=RETRY_AFTER_MINIMUM_SECONDS)
         at(page, "429-retry-after-above-cap", "429, Retry-After: 999 (above the 300 s cap)", failed, MIDDLE,
            faults=(Fault(FaultKind.RATE_LIMIT, page=page, retry_after="999"),), attempts=1,
            mentions=("429", "more than the cap", "NOAH_RETRY_AFTER_CAP_SECONDS"))
         # 5xx, once (recovered) and on every attempt (failed)
-        for status, core_once, core_persistent in ((500, FIRST, LAST), (502, MIDDLE, None), (503, LAST, MIDDLE), (504, MIDDLE, FIRST)):
+        for status, core_once, core_persistent in ((500, FIRST, None), (502, None, LAST), (503, LAST, None), (504, None, FIRST)):
             at(page, f"http-{status}-once", f"HTTP {status} once", recovered, core_once,
                faults=(Fault(FaultKind.STATUS, page=page, status=status, times=once),), attempts=2)
             at(page, f"http-{status}-persistent", f"HTTP {status} on every attempt", failed, core_persistent,
@@ -173,24 +174,24 @@ def _matrix() -> tuple[Scenario, ...]:
         # transport
         at(page, "connection-dropped-once", "connection dropped mid-body, once", recovered, MIDDLE,
            faults=(Fault(FaultKind.DROP_CONNECTION, page=page, times=once),), attempts=2)
-        at(page, "connection-dropped-persistent", "connection dropped mid-body, every attempt", failed, LAST,
+        at(page, "connection-dropped-persistent", "connection dropped mid-body, every attempt", failed, None,
            faults=(Fault(FaultKind.DROP_CONNECTION, page=page, times=persistent),), attempts=MAX_ATTEMPTS,
            mentions=(*gave_up, "connection dropped while reading the body"))
         at(page, "read-timeout-once", f"read timeout ({SLOW_SECONDS:g} s answer, {READ_TIMEOUT_SECONDS:g} s timeout), once",
            recovered, FIRST, faults=(Fault(FaultKind.SLOW, page=page, delay_seconds=SLOW_SECONDS, times=once),),
            attempts=2, env=_TIMEOUT_ENV)
-        at(page, "read-timeout-persistent", "read timeout, every attempt", failed, MIDDLE,
+        at(page, "read-timeout-persistent", "read timeout, every attempt", failed, None,
            faults=(Fault(FaultKind.SLOW, page=page, delay_seconds=SLOW_SECONDS, times=persistent),),
            attempts=MAX_ATTEMPTS, env=_TIMEOUT_ENV, mentions=(*gave_up, f"read timed out after {READ_TIMEOUT_SECONDS:g} s"))
         # broken 200 bodies
-        at(page, "truncated-json-once", "truncated JSON (200), once", recovered, LAST,
+        at(page, "truncated-json-once", "truncated JSON (200), once", recovered, None,
            faults=(Fault(FaultKind.TRUNCATED_JSON, page=page, times=once),), attempts=2)
         at(page, "truncated-json-persistent", "truncated JSON (200), every attempt", failed, MIDDLE,
            faults=(Fault(FaultKind.TRUNCATED_JSON, page=page, times=persistent),), attempts=MAX_ATTEMPTS,
            mentions=(f"page {page} is not valid JSON after 3 attempts", "first bytes"))
         at(page, "non-json-200-once", "HTML instead of JSON (200), once", recovered, MIDDLE,
            faults=(Fault(FaultKind.NON_JSON_200, page=page, times=once),), attempts=2)
-        at(page, "non-json-200-persistent", "HTML instead of JSON (200), every attempt", failed, FIRST,
+        at(page, "non-json-200-persistent", "HTML instead of JSON (200), every attempt", failed, None,
            faults=(Fault(FaultKind.NON_JSON_200, page=page, times=persistent),), attempts=MAX_ATTEMPTS,
            mentions=(f"page {page} is not valid JSON after 3 attempts", "Service maintenance"))
         # pages that parse but break GetBalancesResponse: bad data, never retried
@@ -223,7 +224,7 @@ def _matrix() -> tuple[Scenario, ...]:
            faults=(Fault(FaultKind.UNKNOWN_CURRENCY, page=page),), attempts=1,
            serves=_replace_item(page, CryptoCurrency=unknown_currency_code("sandbox")),
            warnings=frozenset({Check.UNKNOWN_CURRENCY}))
-        at(page, "non-json-error-once", "502 with an HTML body (a proxy), once", recovered, MIDDLE,
+        at(page, "non-json-error-once", "502 with an HTML body (a proxy), once", recovered, None,
            faults=(Fault(FaultKind.NON_JSON_ERROR, page=page, times=once),), attempts=2)
         at(page, "non-json-error-persistent", "502 with an HTML body, every attempt", failed, LAST,
            faults=(Fault(FaultKind.NON_JSON_ERROR, page=page, times=persistent),), attempts=MAX_ATTEMPTS,
@@ -242,7 +243,8 @@ def _matrix() -> tuple[Scenario, ...]:
        faults=(Fault(FaultKind.ZERO_ITEMS, page=FIRST),), attempts=1, serves=_no_items,
        warnings=frozenset({Check.ZERO_ITEMS}))
     for kind, label in ((FaultKind.EMPTY_TOKEN_END, '"PageToken": ""'), (FaultKind.NULL_TOKEN_END, '"PageToken": null')):
-        at(LAST, f"token-end-{kind.value.split('_')[0].lower()}", f"the last page says {label}", recovered, LAST,
+        at(LAST, f"token-end-{kind.value.split('_')[0].lower()}", f"the last page says {label}", recovered,
+           LAST if kind is FaultKind.EMPTY_TOKEN_END else None,
            faults=(Fault(kind, page=LAST),), attempts=1)
     at(MIDDLE, "amount-38-characters", "amount of 38 characters (the limit; too wide for DECIMAL)", recovered, MIDDLE,
        faults=(Fault(FaultKind.INVALID_AMOUNT, page=MIDDLE, field="Total", value="9" * 38),), attempts=1,
@@ -267,9 +269,12 @@ def scenario_day(scenario: Scenario, today: dt.date | None = None) -> dt.date:
     return anchor_day(today) - dt.timedelta(days=2 * (SCENARIOS.index(scenario) + 1))
 
 
+_TODAY = dt.datetime.now(dt.UTC).date()  # fixed per process: a run crossing midnight keeps its days
+
+
 def anchor_day(today: dt.date | None = None) -> dt.date:
     """The earlier day every installation loads first; scenarios must leave it untouched."""
-    return (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=2)
+    return (today or _TODAY) - dt.timedelta(days=2)
 
 
 def prepare_account(sandbox: NoahSandbox, day: dt.date) -> Items:
@@ -613,6 +618,7 @@ class ScenarioResult:
     warnings: frozenset[str] = frozenset()
     attempts: int = 0
     retry_gap_seconds: float | None = None
+    retry_after_date: float | None = None  # the Retry-After HTTP date sent (epoch seconds), if any
     fault_fired: bool = False
     published_after_fault: int | None = None  # Parquet rows for the day right after the faulted run
     warehouse_after_fault: int = 0
@@ -632,10 +638,8 @@ class ScenarioResult:
 
     @property
     def cause(self) -> str:
-        """The error's first line without the step name, short enough for a table cell."""
-        first = (self.error or "").strip().splitlines()[0] if self.error else ""
-        first = first.removeprefix("snapshot_balances: ")
-        return first if len(first) <= 110 else first[:107] + "..."
+        """The error, shortened for a table cell (the full text is in ``error``)."""
+        return short_cause(self.error)
 
     @property
     def observed(self) -> str:
@@ -645,6 +649,8 @@ class ScenarioResult:
                 text += f", {self.attempts} request{'s' if self.attempts != 1 else ''} for the page"
             if self.retry_gap_seconds is not None:
                 text += f", retried after {self.retry_gap_seconds:.2f} s"
+                if self.retry_after_date is not None:
+                    text += " (not before the Retry-After date)"
             if self.warnings:
                 text += f", warned {', '.join(sorted(self.warnings))}"
             return text
@@ -653,6 +659,20 @@ class ScenarioResult:
             text += f"; re-run {'recovered' if self.rerun_success else 'FAILED'} "
             text += f"{self.rows_expected - self.rows_lost}/{self.rows_expected} rows exact"
         return text
+
+
+def short_cause(error: str | None, limit: int = 150) -> str:
+    """An error message cut to what a table cell needs: the step name, request ids and budgets go."""
+    lines = (error or "").strip().splitlines()
+    if not lines:
+        return ""
+    text = re.sub(r"^[a-z_]+: ", "", lines[0])
+    if text.startswith("Blocking checks failed") and len(lines) > 1:
+        text = text.split(";")[0] + ": " + re.sub(r"^[a-z_]+: ", "", lines[1]).split(":")[0]
+    text = re.sub(r", Action '[^']*'", "", text)
+    text = re.sub(r"Instance '[0-9a-f-]{36}'", "Instance <id>", text)
+    text = re.sub(r"(gave up after \d+ attempts) \(.*?\); last error: ", r"\1; last error: ", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, scanner: SecretScanner) -> ScenarioResult:
@@ -678,6 +698,7 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
         not_before = math.ceil(time.time()) + scenario.retry_after_date_in
         header = email.utils.formatdate(not_before, usegmt=True)
         faults = [dataclasses.replace(fault, retry_after=header) for fault in faults]
+        result.retry_after_date = not_before
     sandbox.reset_wire()
     for fault in faults:
         sandbox.add_fault(fault)

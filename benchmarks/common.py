@@ -42,29 +42,62 @@ class ChildRun:
     stderr: str
 
 
-def run_child(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_dir: Path) -> ChildRun:
-    """Run ``argv`` to completion; wall time and peak RSS come from ``wait4`` on exactly that child.
+class Spawner:
+    """Starts measured children from ``benchmarks/spawner.py`` (see there why) and reaps them with wait4."""
 
-    Output goes to files (no pipe to drain while timing); the child is reaped with ``os.wait4`` so
-    its ``ru_maxrss`` is its own, not a maximum over every child this process ever had.
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [PYTHON, "-S", str(Path(__file__).with_name("spawner.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+
+    def run(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_dir: Path) -> ChildRun:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "stdout": str(out_path), "stderr": str(err_path)}
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the spawner process died")
+        answer = json.loads(line)
+        return ChildRun(
+            stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"), **answer
+        )
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+
+_spawner: Spawner | None = None
+
+
+def start_spawner() -> None:
+    """Start the spawner now, while this process is still small (call it first thing)."""
+    global _spawner
+    if _spawner is None:
+        _spawner = Spawner()
+
+
+def stop_spawner() -> None:
+    global _spawner
+    if _spawner is not None:
+        _spawner.close()
+        _spawner = None
+
+
+def run_child(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_dir: Path) -> ChildRun:
+    """Run ``argv`` to completion: wall time from spawn to reap, and that child's own peak RSS.
+
+    Output goes to files (no pipe to drain while timing). Children come from the spawner process
+    (started by ``start_spawner``), so ``ru_maxrss`` is not inflated by this process's memory.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting again
-    return ChildRun(
-        wall_seconds=wall,
-        max_rss_bytes=usage.ru_maxrss * 1024,  # Linux reports KiB
-        user_seconds=usage.ru_utime,
-        system_seconds=usage.ru_stime,
-        returncode=process.returncode,
-        stdout=out_path.read_text(errors="replace"),
-        stderr=err_path.read_text(errors="replace"),
-    )
+    start_spawner()
+    assert _spawner is not None
+    return _spawner.run(argv, env=env, cwd=cwd, log_dir=log_dir)
 
 
 def child_json(run: ChildRun, what: str) -> dict:

@@ -4,7 +4,7 @@ Run as a child process by ``benchmarks.run`` (its wall time includes the interpr
 imports, like ``balances-etl materialize``)::
 
     NOAH_BASE_URL=... NOAH_API_KEY=... NOAH_SIGNING_KEY_PATH=... \\
-    python -m benchmarks.dlt_peer --workdir DIR
+    python benchmarks/dlt_peer.py --workdir DIR
 
 Configuration, chosen to give dlt its best case for this API:
 

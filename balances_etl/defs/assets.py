@@ -26,9 +26,15 @@ from balances_etl.names import (
     Check,
 )
 from balances_etl.noah import BalanceSnapshot, NoahError, ReplaySource
-from balances_etl.reconciliation import new_breaks_vs_previous_day, summarize_day
+from balances_etl.reconciliation import reconcile_day
 from balances_etl.storage.parquet import publish_partition, read_partition
-from balances_etl.storage.raw import land_raw_pages, latest_raw_landing, read_raw_bodies, read_raw_manifest
+from balances_etl.storage.raw import (
+    StagedPages,
+    land_raw_pages,
+    latest_raw_landing,
+    read_raw_bodies,
+    read_raw_manifest,
+)
 from balances_etl.storage.warehouse import connect_read_only, load_partition
 from balances_etl.timing import SnapshotTimingError, snapshot_timing
 from balances_etl.transforms.checks import CheckOutcome, evaluate_snapshot_checks
@@ -157,20 +163,22 @@ def snapshot_balances(
             timing = snapshot_timing(day, now, lateness=settings.lateness, allow_late=config.allow_late)
         except SnapshotTimingError as err:
             raise dg.Failure(description=str(err)) from None
-        try:
-            with noah.open_client(noah_config) as client:
-                snapshot = client.fetch_snapshot()
-        except NoahError as err:
-            raise dg.Failure(description=str(err)) from None
         environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
-        landing = land_raw_pages(
-            settings.data_dir,
-            day,
-            taken_at,
-            context.run_id,
-            snapshot.pages,
-            {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late},
-        )
+        with StagedPages(settings.data_dir) as staged:  # pages are written while the next ones are fetched
+            try:
+                with noah.open_client(noah_config) as client:
+                    snapshot = client.fetch_snapshot(on_page=staged.add)
+            except NoahError as err:
+                raise dg.Failure(description=str(err)) from None
+            landing = land_raw_pages(
+                settings.data_dir,
+                day,
+                taken_at,
+                context.run_id,
+                snapshot.pages,
+                {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late},
+                staged=staged,
+            )
         yield dg.MaterializeResult(
             asset_key=RAW_ASSET,
             metadata=_snapshot_metadata(
@@ -294,8 +302,7 @@ def balance_reconciliation(context: dg.AssetExecutionContext, storage: PipelineS
     day = partition_date(context)
     con = connect_read_only(settings.data_dir)
     try:
-        summary = summarize_day(con, day)
-        new_breaks = new_breaks_vs_previous_day(con, day)
+        summary, new_breaks = reconcile_day(con, day)
     finally:
         con.close()
     return dg.MaterializeResult(

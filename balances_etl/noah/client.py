@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import importlib.metadata
 import logging
+import os
 import random
 import re
 import time
@@ -110,6 +111,23 @@ def _transport_reason(error: requests.RequestException, timeouts: tuple[float, f
     return f"connection failed ({type(root).__name__})"
 
 
+def _session_for(url: str) -> requests.Session:
+    """A session that reads the environment (proxies, NO_PROXY, CA bundle) once, not on every request.
+
+    With ``trust_env`` requests re-reads every environment variable for proxies twice per request
+    (about 0.3 ms, a tenth of a page on loopback). We resolve the same settings once, the way
+    requests would for this URL, and turn ``trust_env`` off. ``.netrc`` credentials are not used:
+    NOAH authenticates with the API key and the signature, never with Basic auth.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    return session
+
+
 class NoahClient:
     """Fetches one complete balances snapshot from NOAH, page by page, signed and retried.
 
@@ -126,11 +144,11 @@ class NoahClient:
     ) -> None:
         self.config = config
         self._owns_session = session is None
-        self._session = requests.Session() if session is None else session
+        self._url = config.base_url + BALANCES_RESOURCE
+        self._session = _session_for(self._url) if session is None else session
         self._sleep = sleep
         self._clock = clock
         self._signer = RequestSigner(config.signing_key) if config.signing_key is not None else None
-        self._url = config.base_url + BALANCES_RESOURCE
         self._path = urlsplit(self._url).path
         self._timeout = (config.connect_timeout_seconds, config.read_timeout_seconds)
 
@@ -150,10 +168,11 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self) -> BalanceSnapshot:
+    def fetch_snapshot(self, on_page: Callable[[RawPage], None] | None = None) -> BalanceSnapshot:
         """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
 
-        On failure the raised :class:`NoahError` carries the partial ``stats``.
+        ``on_page`` is called with each page once it is accepted (the raw landing writes it while the
+        next page is fetched). On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
         assembler = SnapshotAssembler(max_pages=self.config.max_pages)
         started = self._clock()
@@ -167,6 +186,8 @@ class NoahClient:
                     query["PageToken"] = token
                 page, document, secrets = self._fetch_page(page_number, query, assembler.stats)
                 token = assembler.accept(page, document, secrets)
+                if on_page is not None:
+                    on_page(page)
                 if token is None:
                     break
         except NoahError as error:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from balances_etl.amounts import amount_problem
+from balances_etl.amounts import AMOUNT_MAX_LENGTH, amount_pattern, amount_problem
 from balances_etl.noah.errors import MalformedPageError, PageValidationError, PaginationError, redact, snippet
 
 ITEMS = "Items"
@@ -23,6 +23,10 @@ PAGE_TOKEN = "PageToken"
 IDENTIFIER_FIELDS = ("AccountType", "CryptoCurrency")
 AMOUNT_FIELDS = ("Available", "Total")
 TOKEN_PREFIX_SHOWN = 8  # tokens are opaque and may be long: messages show only a prefix
+# Columns of one page's items: AccountType, CryptoCurrency, Available, Total.
+_ItemFields = tuple[list[str], list[str], list[str], list[str]]
+_DICT, _STR = frozenset({dict}), frozenset({str})
+_AMOUNT_FULLMATCH = amount_pattern().fullmatch
 
 BALANCE_COLUMNS_SCHEMA = pa.schema(
     [
@@ -208,8 +212,8 @@ class SnapshotAssembler:
         self._token_first_seen: dict[str, int] = {}
 
     def accept(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> str | None:
-        next_token = _validated_page(document, page.page_number, secrets)
-        self._append(page, document[ITEMS])  # type: ignore[index]  # validated above
+        next_token, fields = _validated_page(document, page.page_number, secrets)
+        self._append(page, fields)
         if next_token is None:
             return None
         first_seen = self._token_first_seen.setdefault(next_token, page.page_number)
@@ -227,21 +231,21 @@ class SnapshotAssembler:
             )
         return next_token
 
-    def _append(self, page: RawPage, items: list[dict[str, str]]) -> None:
+    def _append(self, page: RawPage, fields: _ItemFields) -> None:
         columns, keys = self._columns, self._keys
+        account_type, crypto_currency, available, total = fields
+        count = len(account_type)
         before = len(keys)
-        for item in items:
-            account_type, crypto_currency = item["AccountType"], item["CryptoCurrency"]
-            columns.account_type.append(account_type)
-            columns.crypto_currency.append(crypto_currency)
-            columns.available_raw.append(item["Available"])
-            columns.total_raw.append(item["Total"])
-            keys.add((account_type, crypto_currency))
-        columns.page_number.extend([page.page_number] * len(items))
-        columns.item_index.extend(range(len(items)))
-        self.stats.duplicate_keys += len(items) - (len(keys) - before)
+        columns.account_type.extend(account_type)
+        columns.crypto_currency.extend(crypto_currency)
+        columns.available_raw.extend(available)
+        columns.total_raw.extend(total)
+        keys.update(zip(account_type, crypto_currency))
+        columns.page_number.extend([page.page_number] * count)
+        columns.item_index.extend(range(count))
+        self.stats.duplicate_keys += count - (len(keys) - before)
         self.stats.pages += 1
-        self.stats.items += len(items)
+        self.stats.items += count
         self.stats.page_sha256.append(page.sha256)
         self._pages.append(page)
 
@@ -249,8 +253,9 @@ class SnapshotAssembler:
         return BalanceSnapshot(pages=list(self._pages), columns=self._columns, stats=self.stats)
 
 
-def _validated_page(document: object, page_number: int, secrets: Sequence[str]) -> str | None:
-    """Check a decoded page against ``GetBalancesResponse``; return its next token (None at the end).
+def _validated_page(document: object, page_number: int, secrets: Sequence[str]) -> tuple[str | None, _ItemFields]:
+    """Check a decoded page against ``GetBalancesResponse``; return its next token (None at the end)
+    and the items' fields column by column.
 
     Unknown fields are allowed (NOAH adds fields over time); everything we read is checked.
     """
@@ -270,11 +275,45 @@ def _validated_page(document: object, page_number: int, secrets: Sequence[str]) 
     token = document.get(PAGE_TOKEN)
     if token is not None and not isinstance(token, str):
         raise invalid(f"expected a string or null, got {_json_type(token)}", field=PAGE_TOKEN)
-    for index, item in enumerate(items):
-        if not _item_is_valid(item):
-            field, reason = _item_problem(item)
-            raise invalid(reason, index, field)
-    return token or None
+    fields = _valid_item_fields(items)
+    if fields is None:  # some item is invalid (or the fast path could not tell): find and name it
+        for index, item in enumerate(items):
+            if not _item_is_valid(item):
+                field, reason = _item_problem(item)
+                raise invalid(reason, index, field)
+        fields = tuple([item[name] for item in items] for name in IDENTIFIER_FIELDS + AMOUNT_FIELDS)  # type: ignore[assignment]
+    return token or None, fields  # type: ignore[return-value]
+
+
+def _valid_item_fields(items: list[object]) -> _ItemFields | None:
+    """The page's (AccountType, CryptoCurrency, Available, Total) columns when every item is valid, else None.
+
+    The fast path for big snapshots: a few C-level passes per page instead of several Python calls
+    per item. It accepts exactly what :func:`_item_is_valid` accepts (JSON objects are plain dicts,
+    strings plain str); anything else returns None and the per-item path diagnoses it.
+    """
+    try:
+        account_type = [item["AccountType"] for item in items]  # type: ignore[index]
+        crypto_currency = [item["CryptoCurrency"] for item in items]  # type: ignore[index]
+        available = [item["Available"] for item in items]  # type: ignore[index]
+        total = [item["Total"] for item in items]  # type: ignore[index]
+    except (KeyError, TypeError, IndexError):  # not an object, or a field missing
+        return None
+    if not (
+        set(map(type, items)) <= _DICT
+        and set(map(type, account_type)) <= _STR
+        and set(map(type, crypto_currency)) <= _STR
+        and set(map(type, available)) <= _STR
+        and set(map(type, total)) <= _STR
+        and "" not in account_type
+        and "" not in crypto_currency
+        and max(map(len, available), default=0) <= AMOUNT_MAX_LENGTH
+        and max(map(len, total), default=0) <= AMOUNT_MAX_LENGTH
+        and all(map(_AMOUNT_FULLMATCH, available))
+        and all(map(_AMOUNT_FULLMATCH, total))
+    ):
+        return None
+    return account_type, crypto_currency, available, total
 
 
 def _item_is_valid(item: object) -> bool:

@@ -36,6 +36,8 @@ ITEMS_SCHEMA = pa.schema(
 )
 # Wide enough for the difference of two DECIMAL(38,18) values (decimal128 stops at 38 digits).
 _WIDE_DECIMAL = pa.decimal256(AMOUNT_DECIMAL.precision + 1, AMOUNT_DECIMAL.scale)
+# One digit narrower: the difference of two such values is a DECIMAL(38,18) in decimal128.
+_NARROW_DECIMAL = pa.decimal128(AMOUNT_DECIMAL.precision - 1, AMOUNT_DECIMAL.scale)
 
 
 class AmountValidationError(ValueError):
@@ -70,7 +72,9 @@ def invalid_amounts(values: ArrayLike) -> ArrayLike:
 
     Arrow's regex engine is RE2: its ``$`` matches only at the very end, so ``'1.5\\n'`` fails.
     """
-    length = pc.utf8_length(values)
+    # Bytes, not characters: the pattern is ASCII-only, so a non-ASCII value fails anyway, and for
+    # ASCII the two lengths agree (binary_length reads the offsets; utf8_length scans every byte).
+    length = pc.binary_length(values)
     valid = pc.and_kleene(
         pc.and_kleene(pc.greater_equal(length, 1), pc.less_equal(length, AMOUNT_MAX_LENGTH)),
         pc.match_substring_regex(values, AMOUNT_PATTERN),
@@ -104,17 +108,40 @@ def validate_amounts(
 
 
 def canonical_strings(valid_values: ArrayLike) -> ArrayLike:
-    """Canonical spelling of already-validated amounts: ``+.50`` -> ``0.5``, ``0010.0100`` -> ``10.01``."""
-    unsigned = pc.ascii_ltrim(valid_values, "+")
+    """Canonical spelling of already-validated amounts: ``+.50`` -> ``0.5``, ``0010.0100`` -> ``10.01``.
+
+    Steps no value needs are skipped (a cheap test over the column first), and the integer part is
+    rewritten only for the values that start with ``0`` or ``.``: the common feed has no ``+``, a
+    point in every amount and few values below 1.
+    """
+    unsigned = pc.ascii_ltrim(valid_values, "+") if _any(pc.starts_with(valid_values, "+")) else valid_values
     # Trailing zeros (then a bare point) only mean nothing after a point: "100" keeps its zeros.
-    trimmed = pc.if_else(
-        pc.match_substring(unsigned, "."),
-        pc.ascii_rtrim(pc.ascii_rtrim(unsigned, "0"), "."),
-        unsigned,
+    has_point = pc.match_substring(unsigned, ".")
+    fraction_trimmed = pc.ascii_rtrim(pc.ascii_rtrim(unsigned, "0"), ".")
+    trimmed = fraction_trimmed if _all(has_point) else pc.if_else(has_point, fraction_trimmed, unsigned)
+    # Leading zeros go, but one stays before a point or alone: "007" -> "7", "00.5" -> "0.5", "" -> "0".
+    odd = pc.fill_null(
+        pc.or_(pc.or_(pc.starts_with(trimmed, "0"), pc.starts_with(trimmed, ".")), pc.equal(trimmed, "")), False
     )
-    stripped = pc.ascii_ltrim(trimmed, "0")
+    if not _any(odd):
+        return trimmed
+    trimmed, odd = _single_chunk(trimmed), _single_chunk(odd)
+    stripped = pc.ascii_ltrim(pc.filter(trimmed, odd), "0")
     needs_zero = pc.or_(pc.equal(stripped, ""), pc.starts_with(stripped, "."))
-    return pc.if_else(needs_zero, pc.binary_join_element_wise("0", stripped, ""), stripped)
+    fixed = pc.if_else(needs_zero, pc.binary_join_element_wise("0", stripped, ""), stripped)
+    return pc.replace_with_mask(trimmed, odd, fixed)
+
+
+def _any(mask: ArrayLike) -> bool:
+    return bool(pc.any(mask).as_py())  # nulls skipped; an empty or all-null mask is False
+
+
+def _all(mask: ArrayLike) -> bool:
+    return pc.all(mask).as_py() is not False  # nulls skipped: the null rows stay null either way
+
+
+def _single_chunk(values: ArrayLike) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def integer_digits(canonical: ArrayLike) -> ArrayLike:
@@ -152,6 +179,22 @@ def canonicalize_amounts(
     canonical = canonical_strings(values)
     fitting = pc.if_else(fits_decimal(canonical), canonical, pa.scalar(None, pa.string()))
     return canonical, pc.cast(fitting, AMOUNT_DECIMAL)
+
+
+def _difference(minuend: ArrayLike, subtrahend: ArrayLike) -> ArrayLike:
+    """``minuend - subtrahend`` of DECIMAL(38,18) amounts, exactly, as DECIMAL(38,18).
+
+    Both operands are below 1e20, so the difference always fits DECIMAL(38,18); but decimal128
+    arithmetic on (38,18) operands asks for precision 39 and fails. When every amount has at most
+    19 integer digits (practically always) the operands fit (37,18) and the difference is computed
+    in decimal128 directly; otherwise through decimal256 (about six times slower).
+    """
+    try:
+        return pc.subtract(pc.cast(minuend, _NARROW_DECIMAL), pc.cast(subtrahend, _NARROW_DECIMAL))
+    except pa.ArrowInvalid:  # an amount with 20 integer digits: the (safe) cast refused it
+        return pc.cast(
+            pc.subtract(pc.cast(minuend, _WIDE_DECIMAL), pc.cast(subtrahend, _WIDE_DECIMAL)), AMOUNT_DECIMAL
+        )
 
 
 def plain_decimal_strings(decimals: ArrayLike) -> pa.Array:
@@ -201,11 +244,7 @@ def normalize_snapshot(
     positions = {"page_numbers": items["page_number"], "item_indexes": items["item_index"]}
     available, available_amount = canonicalize_amounts(items["available_raw"], "Available", **positions)
     total, total_amount = canonicalize_amounts(items["total_raw"], "Total", **positions)
-    # Both operands are below 1e20, so the difference always fits back into DECIMAL(38,18).
-    pending_outflow = pc.cast(
-        pc.subtract(pc.cast(total_amount, _WIDE_DECIMAL), pc.cast(available_amount, _WIDE_DECIMAL)),
-        AMOUNT_DECIMAL,
-    )
+    pending_outflow = _difference(total_amount, available_amount)
     rows = items.num_rows
 
     def broadcast(value: object, column: str) -> pa.Array:

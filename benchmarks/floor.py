@@ -1,0 +1,61 @@
+"""The floors: the least work that could possibly do each job, measured beside the real code.
+
+- Extraction floor: a bare ``requests`` session that signs each request (ES384 JWT with PyJWT,
+  the same claims NOAH requires), fetches the page, parses the JSON and follows ``PageToken``.
+  No validation, no retries, no error handling, no columns, nothing kept.
+- Normalize floor: ``pyarrow.compute`` doing only the PositiveDecimal pattern match and the
+  string -> DECIMAL(38,18) cast of the two amount columns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import quote, urlencode, urlsplit
+
+import jwt
+import pyarrow as pa
+import pyarrow.compute as pc
+import requests
+
+from balances_etl.amounts import AMOUNT_PATTERN
+from balances_etl.schema import AMOUNT_DECIMAL
+
+AUDIENCE = "https://api.noah.com"
+
+
+def fetch_all_floor(base_url: str, api_key: str, private_key: object, page_size: int = 100) -> tuple[int, int]:
+    """Every page of ``GET /balances``; returns (pages, items)."""
+    url = base_url + "/balances"
+    path = urlsplit(url).path
+    pages = items = 0
+    token = None
+    with requests.Session() as session:
+        while True:
+            query = {"PageSize": str(page_size)}
+            if token:
+                query["PageToken"] = token
+            now = int(time.time())
+            claims = {"aud": AUDIENCE, "iat": now, "exp": now + 300, "method": "GET", "path": path, "queryParams": query}
+            signature = jwt.encode(claims, private_key, algorithm="ES384")
+            response = session.get(
+                f"{url}?{urlencode(query, quote_via=quote, safe='')}",
+                headers={"X-Api-Key": api_key, "Api-Signature": signature},
+            )
+            document = json.loads(response.content)
+            pages += 1
+            items += len(document["Items"])
+            token = document.get("PageToken")
+            if not token:
+                return pages, items
+
+
+def normalize_floor(items: pa.Table) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Pattern match and DECIMAL(38,18) cast of both amount columns; nothing else."""
+    out = []
+    for column in ("available_raw", "total_raw"):
+        values = items[column]
+        if not pc.all(pc.match_substring_regex(values, AMOUNT_PATTERN)).as_py():
+            raise ValueError(f"{column}: a value does not match the pattern")
+        out.append(pc.cast(values, AMOUNT_DECIMAL))
+    return out[0], out[1]
