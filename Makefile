@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow dev bench clean
+.PHONY: install demo test test-slow selftest dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+selftest: $(STAMP)
+	$(BIN)/balances-etl selftest
 
 dev: $(STAMP)
 	$(BIN)/balances-etl dev

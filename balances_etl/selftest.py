@@ -669,8 +669,7 @@ def short_cause(error: str | None, limit: int = 150) -> str:
     text = re.sub(r"^[a-z_]+: ", "", lines[0])
     if text.startswith("Blocking checks failed") and len(lines) > 1:
         text = text.split(";")[0] + ": " + re.sub(r"^[a-z_]+: ", "", lines[1]).split(":")[0]
-    text = re.sub(r", Action '[^']*'", "", text)
-    text = re.sub(r"Instance '[0-9a-f-]{36}'", "Instance <id>", text)
+    text = re.sub(r" \(Type '[^']*'(, Action '[^']*')?(, Instance '[0-9a-f-]{36}')?\)", "", text)
     text = re.sub(r"(gave up after \d+ attempts) \(.*?\); last error: ", r"\1; last error: ", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -988,27 +987,33 @@ def render_document(report: MatrixReport, command: str) -> str:
 
 Every row below is one run of the real daily job (a Dagster run; the embedded NOAH emulator over
 HTTP on loopback with ES384-signed requests; the raw landing; the Parquet partition; the DuckDB
-warehouse and its views) for its own day, with one fault injected where the row says. The account
-holds {ITEM_COUNT} balances (the documented sandbox currencies, that day's amounts) served
-{PAGE_SIZE} per page, so there is a first, a middle and a last page. The client ran with `NOAH_MAX_ATTEMPTS={MAX_ATTEMPTS}`, backoff 0.01-0.05 s, and a
-{READ_TIMEOUT_SECONDS:g} s read timeout for the timeout rows; the Retry-After rows wait for real.
+warehouse and its views) for its own day, with one fault injected where the row says. The
+account holds {ITEM_COUNT} balances (the documented sandbox currencies with that day's amounts),
+{PAGE_SIZE} per page, so there is a first, a middle and a last page. The client ran with
+`NOAH_MAX_ATTEMPTS={MAX_ATTEMPTS}`, a backoff of 0.01-0.05 s and, for the timeout rows, a
+{READ_TIMEOUT_SECONDS:g} s read timeout; the Retry-After rows wait for real.
 
 - **recovered**: the run succeeded and the day holds exactly the rows NOAH served: every raw and
   canonical amount string and every `DECIMAL(38,18)` compared one by one, with a warning only
-  where the row expects one. "retried after" is measured at the emulator, between the faulted
-  answer and the retry.
-- **failed cleanly**: the run failed with an error naming the cause (shown), nothing was
-  published for that day (no Parquet partition, no warehouse rows), and a re-run after the
-  fault cleared recovered the day exactly.
-- In every row every other day already loaded stayed untouched (its Parquet bytes and its
+  where the row expects one. "retried after" is measured at the emulator, from the faulted
+  answer to the retry.
+- **failed cleanly**: the run failed with an error naming the cause (shortened here: request ids
+  and retry budgets removed), nothing was published for that day (no Parquet partition, no
+  warehouse rows), and a re-run after the fault cleared recovered the day exactly.
+- In every row, every other day already loaded stayed untouched (its Parquet bytes and its
   warehouse rows). **rows lost** counts rows NOAH served that were not in the warehouse, exactly,
-  at the end of the row (after the re-run for failures). **secrets found** counts occurrences of
-  the API key, the private signing key (PEM, each base64 line, the scalar) or any JWT (every
-  `Api-Signature` actually sent, and anything shaped `eyJ...eyJ...`) in everything the run
-  wrote: the data directory, the Dagster home (sqlite run and event storage, compute logs), every
-  Dagster event with its metadata, the captured output and logs, and the error messages.
+  at the end of the row (after the re-run, for failures). **secrets found** counts occurrences
+  of the API key, the private signing key (the PEM, each base64 line, the scalar) or any JWT
+  (every `Api-Signature` actually sent, and anything shaped `eyJ...eyJ...`) in everything the
+  run wrote: the data directory, the Dagster home (sqlite run and event storage, compute logs),
+  every Dagster event with its metadata, the captured output and logs, and the error messages.
 
 Reproduce: `{command}` (exit status 0 only when every row is as expected).
+The same table runs as `tests/test_fault_matrix.py`: a representative core in `make test`, the
+other rows in `make test-slow`. Crashes (SIGKILL at each stage and at random instants), concurrent runs, an
+analyst holding the warehouse, a full disk and a read-only data directory are exercised by
+`tests/test_crash_and_concurrency.py`, not by this command.
+
 Run on {when}, {machine_description()}.
 
 {summary(report)}

@@ -6,13 +6,11 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,26 +105,6 @@ def child_json(run: ChildRun, what: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def interleaved(
-    variants: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Run the variants side by side: A B A B ..., after ``warmup`` untimed rounds; seconds per run."""
-    for _ in range(warmup):
-        for run in variants.values():
-            run()
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            results[name].append(run())
-    return results
-
-
-def timed(function: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
-
-
 def yesterday_utc() -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
@@ -165,10 +143,6 @@ def pipeline_home(root: Path) -> dict[str, str]:
     return {"BALANCES_ETL_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(home)}
 
 
-def peak_rss_self_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def machine() -> dict[str, object]:
     """What the numbers were measured on."""
     cpu = platform.processor() or platform.machine()
@@ -194,7 +168,6 @@ def machine() -> dict[str, object]:
             versions[package] = version(package)
         except Exception:  # noqa: BLE001 - a missing optional package is just not listed
             versions[package] = None
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -202,7 +175,6 @@ def machine() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "filesystem_tmp": _filesystem_of(Path(os.environ.get("TMPDIR", "/tmp"))),
-        "load_average_at_start": [round(x, 2) for x in load] if load else None,
         "versions": versions,
     }
 

@@ -477,16 +477,17 @@ class ModelError(Exception):
         self.line, self.column = line, column
 
 
+def model_amount(fields: dict[str, str], line: int, column: str) -> str:
+    value = fields[column]
+    if not noah_accepts(value) or not model_fits(model_canonical(value)):
+        raise ModelError(line, column)
+    return model_canonical(value)
+
+
 def model_ledger(rows: list[dict[str, str]], lines: list[int]) -> list[tuple[object, ...]]:
     """What the ledger loader must make of these rows, as an independent model of its rules."""
     parsed = []
     for fields, line in zip(rows, lines, strict=True):
-        def amount(column: str) -> str:
-            value = fields[column]
-            if not noah_accepts(value) or not model_fits(model_canonical(value)):
-                raise ModelError(line, column)
-            return model_canonical(value)
-
         text = fields["as_of_date"]
         try:
             if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
@@ -497,9 +498,9 @@ def model_ledger(rows: list[dict[str, str]], lines: list[int]) -> list[tuple[obj
         for column in ("account_type", "crypto_currency"):
             if not fields[column] or fields[column] != fields[column].strip():
                 raise ModelError(line, column)
-        total = amount("expected_total")
-        available = amount("expected_available") if fields.get("expected_available") else None
-        tolerance = amount("tolerance") if fields.get("tolerance") else "0"
+        total = model_amount(fields, line, "expected_total")
+        available = model_amount(fields, line, "expected_available") if fields.get("expected_available") else None
+        tolerance = model_amount(fields, line, "tolerance") if fields.get("tolerance") else "0"
         if available is not None and Decimal(available) > Decimal(total):
             raise ModelError(line, "expected_available")
         parsed.append((day, fields["account_type"], fields["crypto_currency"], total, available, tolerance, line))

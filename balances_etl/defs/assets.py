@@ -8,6 +8,8 @@ snapshot_balances (one op, two assets)  ->  balance_snapshots (DuckDB)  ->  bala
 
 import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -28,13 +30,7 @@ from balances_etl.names import (
 from balances_etl.noah import BalanceSnapshot, NoahError, ReplaySource
 from balances_etl.reconciliation import reconcile_day
 from balances_etl.storage.parquet import publish_partition, read_partition
-from balances_etl.storage.raw import (
-    StagedPages,
-    land_raw_pages,
-    latest_raw_landing,
-    read_raw_bodies,
-    read_raw_manifest,
-)
+from balances_etl.storage.raw import land_raw_pages, latest_raw_landing, read_raw_bodies, read_raw_manifest
 from balances_etl.storage.warehouse import connect_read_only, load_partition
 from balances_etl.timing import SnapshotTimingError, snapshot_timing
 from balances_etl.transforms.checks import CheckOutcome, evaluate_snapshot_checks
@@ -163,22 +159,31 @@ def snapshot_balances(
             timing = snapshot_timing(day, now, lateness=settings.lateness, allow_late=config.allow_late)
         except SnapshotTimingError as err:
             raise dg.Failure(description=str(err)) from None
+        try:
+            with noah.open_client(noah_config) as client:
+                snapshot = client.fetch_snapshot()
+        except NoahError as err:
+            raise dg.Failure(description=str(err)) from None
         environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
-        with StagedPages(settings.data_dir) as staged:  # pages are written while the next ones are fetched
-            try:
-                with noah.open_client(noah_config) as client:
-                    snapshot = client.fetch_snapshot(on_page=staged.add)
-            except NoahError as err:
-                raise dg.Failure(description=str(err)) from None
-            landing = land_raw_pages(
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-landing") as pool:
+            landing_job = pool.submit(
+                land_raw_pages,
                 settings.data_dir,
                 day,
                 taken_at,
                 context.run_id,
                 snapshot.pages,
                 {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late},
-                staged=staged,
             )
+            # While the pages are written and fsynced (waiting on the disk), normalize and check them
+            # in memory (CPU). Nothing is published before the landing is, and a failure of either is
+            # reported in the order of the steps: the landing's first.
+            if dg.AssetKey(PARQUET_ASSET) in selected:
+                try:
+                    checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                except Exception as error:  # noqa: BLE001 - re-raised below, once the landing is done
+                    checked = error
+            landing = landing_job.result()
         yield dg.MaterializeResult(
             asset_key=RAW_ASSET,
             metadata=_snapshot_metadata(
@@ -195,20 +200,14 @@ def snapshot_balances(
         environment = manifest.stats["environment"]
         is_late = bool(manifest.stats["is_late"])
         taken_at = manifest.taken_at
+        if dg.AssetKey(PARQUET_ASSET) in selected:
+            checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
 
     if dg.AssetKey(PARQUET_ASSET) not in selected:
         return
-    try:
-        frame = normalize_snapshot(
-            snapshot.columns.to_arrow(),
-            snapshot_date=day,
-            snapshot_at=taken_at,
-            is_late=is_late,
-            environment=environment,
-        )
-    except AmountValidationError as err:
-        raise dg.Failure(description=str(err)) from None
-    outcomes = evaluate_snapshot_checks(frame, read_partition(settings.data_dir, day - dt.timedelta(days=1)))
+    if isinstance(checked, Exception):
+        raise checked
+    frame, outcomes = checked
     results = [_check_result(outcome) for outcome in outcomes]
     failed = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
     if failed:
@@ -233,6 +232,23 @@ def snapshot_balances(
         ),
         check_results=results,
     )
+
+
+def _normalize_and_check(
+    snapshot: BalanceSnapshot, day: dt.date, taken_at: dt.datetime, is_late: bool, environment: str, data_dir: Path
+) -> tuple[pd.DataFrame, list[CheckOutcome]]:
+    """The day's normalized frame and its check outcomes (nothing written)."""
+    try:
+        frame = normalize_snapshot(
+            snapshot.columns.to_arrow(),
+            snapshot_date=day,
+            snapshot_at=taken_at,
+            is_late=is_late,
+            environment=environment,
+        )
+    except AmountValidationError as err:
+        raise dg.Failure(description=str(err)) from None
+    return frame, evaluate_snapshot_checks(frame, read_partition(data_dir, day - dt.timedelta(days=1)))
 
 
 def _now(config: SnapshotRunConfig, base_url_is_loopback: bool) -> dt.datetime:

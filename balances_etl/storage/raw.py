@@ -16,7 +16,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -75,45 +75,6 @@ def landing_name(taken_at: datetime, run_id: str) -> str:
     return f"taken_at={taken_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}-{run_id[:8]}"
 
 
-class StagedPages:
-    """Page files written and fsynced in the background while the snapshot is still being fetched.
-
-    Hand ``add`` to the client (``fetch_snapshot(on_page=staged.add)``), then pass this object to
-    :func:`land_raw_pages`, which waits for the writes, adds the manifest and publishes the landing.
-    The fetch waits on the network most of the time, so the page writes cost it almost nothing.
-    Leaving the ``with`` block without publishing removes the staging directory.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.directory = raw_root(data_dir) / f".staging-{uuid.uuid4().hex}"
-        make_dirs_durable(self.directory)
-        self._pool = ThreadPoolExecutor(max_workers=_LANDING_THREADS, thread_name_prefix="raw-landing")
-        self._writes: dict[int, Future[None]] = {}
-
-    def add(self, page: RawPageLike) -> None:
-        """Start writing one accepted page (its body must match its sha256)."""
-        _check_hash(page)
-        if page.page_number in self._writes:
-            raise ValueError(f"page {page.page_number} was staged twice")
-        path = self.directory / page_file_name(page.page_number)
-        self._writes[page.page_number] = self._pool.submit(write_file_durably, path, page.body)
-
-    def finish(self, pages: Sequence[RawPageLike]) -> None:
-        """Wait for every write; raise the first failure, or if the staged pages are not exactly ``pages``."""
-        self._pool.shutdown(wait=True)
-        if sorted(self._writes) != [page.page_number for page in pages]:
-            raise ValueError(f"staged pages {sorted(self._writes)} differ from the snapshot's {len(pages)} pages")
-        for number in sorted(self._writes):
-            self._writes[number].result()
-
-    def __enter__(self) -> StagedPages:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._pool.shutdown(wait=True)  # no write may land after the directory is removed
-        shutil.rmtree(self.directory, ignore_errors=True)  # gone already once published (renamed)
-
-
 def land_raw_pages(
     data_dir: Path,
     snapshot_date: date,
@@ -121,13 +82,8 @@ def land_raw_pages(
     run_id: str,
     pages: Sequence[RawPageLike],
     stats: Mapping[str, object],
-    *,
-    staged: StagedPages | None = None,
 ) -> Path:
-    """Write every page body byte for byte plus a manifest, publish the landing atomically, return its path.
-
-    With ``staged`` the page files were already written while fetching; only the manifest is left.
-    """
+    """Write every page body byte for byte plus a manifest, publish the landing atomically, return its path."""
     day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
     final = day_dir / landing_name(taken_at, run_id)
     numbers = [page.page_number for page in pages]
@@ -136,18 +92,12 @@ def land_raw_pages(
     if final.exists():
         raise FileExistsError(f"raw landing {final} already exists; landings are append-only")
 
-    if staged is None:
-        staging = raw_root(data_dir) / f".staging-{uuid.uuid4().hex}"
-        make_dirs_durable(staging)
-    else:
-        staging = staged.directory
+    staging = raw_root(data_dir) / f".staging-{uuid.uuid4().hex}"
+    make_dirs_durable(staging)
     try:
-        if staged is None:
-            for page in pages:
-                _check_hash(page)
-            _write_pages_durably(staging, pages)
-        else:
-            staged.finish(pages)
+        for page in pages:
+            _check_hash(page)
+        _write_pages_durably(staging, pages)
         _write_landing(staging, snapshot_date, taken_at, run_id, pages, stats)
         make_dirs_durable(day_dir)
         os.rename(staging, final)  # fails if ``final`` appeared meanwhile: never overwrites a landing
@@ -207,11 +157,11 @@ def _check_hash(page: RawPageLike) -> None:
 
 
 def _write_pages_durably(staging: Path, pages: Sequence[RawPageLike]) -> None:
-    """Write and fsync every page file, several at a time.
+    """Write and fsync every page file, several at a time; any failure is raised.
 
-    One fsync per file is what makes the landing durable, and done one after another they were most
-    of the landing's time (1,000 pages: ~0.4-1.4 s on ext4, each fsync waiting for its own journal
-    commit). Issued from a few threads, the filesystem commits them together. Any failure is raised.
+    One fsync per file is what makes the landing durable; one after another they were most of the
+    landing's time (1,000 pages: 0.4-1.4 s on ext4, each waiting for its own journal commit).
+    Issued from a few threads, the filesystem commits them together (~0.2 s).
     """
     jobs = [(staging / page_file_name(page.page_number), page.body) for page in pages]
     if len(jobs) <= 1:

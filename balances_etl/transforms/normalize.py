@@ -74,9 +74,9 @@ def invalid_amounts(values: ArrayLike) -> ArrayLike:
     """
     # Bytes, not characters: the pattern is ASCII-only, so a non-ASCII value fails anyway, and for
     # ASCII the two lengths agree (binary_length reads the offsets; utf8_length scans every byte).
-    length = pc.binary_length(values)
+    # The pattern needs at least one digit, so it also rejects "": only the upper bound is checked.
     valid = pc.and_kleene(
-        pc.and_kleene(pc.greater_equal(length, 1), pc.less_equal(length, AMOUNT_MAX_LENGTH)),
+        pc.less_equal(pc.binary_length(values), AMOUNT_MAX_LENGTH),
         pc.match_substring_regex(values, AMOUNT_PATTERN),
     )
     return pc.invert(pc.fill_null(valid, False))
@@ -117,7 +117,9 @@ def canonical_strings(valid_values: ArrayLike) -> ArrayLike:
     unsigned = pc.ascii_ltrim(valid_values, "+") if _any(pc.starts_with(valid_values, "+")) else valid_values
     # Trailing zeros (then a bare point) only mean nothing after a point: "100" keeps its zeros.
     has_point = pc.match_substring(unsigned, ".")
-    fraction_trimmed = pc.ascii_rtrim(pc.ascii_rtrim(unsigned, "0"), ".")
+    fraction_trimmed = pc.ascii_rtrim(unsigned, "0")
+    if _any(pc.ends_with(fraction_trimmed, ".")):  # a whole number written with a point: "2.00" -> "2"
+        fraction_trimmed = pc.ascii_rtrim(fraction_trimmed, ".")
     trimmed = fraction_trimmed if _all(has_point) else pc.if_else(has_point, fraction_trimmed, unsigned)
     # Leading zeros go, but one stays before a point or alone: "007" -> "7", "00.5" -> "0.5", "" -> "0".
     odd = pc.fill_null(
