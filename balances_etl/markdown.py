@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 MAX_ROWS = 20
 
@@ -21,5 +22,7 @@ def markdown_table(rows: Sequence[Mapping[str, object]], limit: int = MAX_ROWS) 
 
 
 def _cell(value: object) -> str:
+    if isinstance(value, Decimal):  # exact, in plain notation: 0E-18 -> 0, 1.50 -> 1.5
+        value = format(value.normalize(), "f")
     text = "" if value is None else str(value)
     return text.replace("|", "\\|").replace("\n", "\\n")
