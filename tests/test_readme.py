@@ -41,11 +41,3 @@ def test_every_view_is_explained_for_analysts():
     assert [view for view in View.ALL if f"`{view}`" not in analysts] == []
     assert sorted(p.stem.split("_", 1)[1] for p in (PROJECT_ROOT / "sql").glob("*.sql")) == sorted(View.ALL)
 
-
-def test_tables_show_exact_decimals_in_plain_notation():
-    from decimal import Decimal
-
-    from balances_etl.markdown import markdown_table
-
-    table = markdown_table([{"difference": Decimal("-1E-18"), "total": Decimal("100.000"), "zero": Decimal("0E-18")}])
-    assert table.splitlines()[-1] == "| -0.000000000000000001 | 100 | 0 |"
