@@ -8,9 +8,7 @@ sample ledger so every reconciliation view has something to say.
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from pathlib import Path
@@ -21,7 +19,7 @@ from balances_etl.markdown import markdown_table
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.names import View
 from balances_etl.runner import RunOutcome, open_instance, run_daily_job
-from balances_etl.settings import PipelineSettings
+from balances_etl.settings import PipelineSettings, temporary_environment
 from balances_etl.storage.warehouse import connect_read_only
 
 DEMO_SEED = 7
@@ -30,8 +28,7 @@ LEDGER_FILE = "demo_ledger.csv"
 DEMO_CLIENT_ENV = {"NOAH_MAX_ATTEMPTS": "3", "NOAH_BACKOFF_BASE_SECONDS": "0.05", "NOAH_BACKOFF_MAX_SECONDS": "0.2"}
 
 
-@contextmanager
-def emulator_environment(sandbox: NoahSandbox, private_pem: bytes) -> Iterator[None]:
+def emulator_environment(sandbox: NoahSandbox, private_pem: bytes) -> AbstractContextManager[None]:
     """Point this process's NOAH_* settings at the emulator for the duration of the demo."""
     overrides = {
         "NOAH_BASE_URL": sandbox.base_url,
@@ -39,17 +36,7 @@ def emulator_environment(sandbox: NoahSandbox, private_pem: bytes) -> Iterator[N
         "NOAH_SIGNING_KEY": private_pem.decode(),
         **DEMO_CLIENT_ENV,
     }
-    saved = {name: os.environ.get(name) for name in [*overrides, "NOAH_SIGNING_KEY_PATH"]}
-    os.environ.pop("NOAH_SIGNING_KEY_PATH", None)
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return temporary_environment(overrides, unset=["NOAH_SIGNING_KEY_PATH"])
 
 
 def demo_dates(days: int, today: dt.date) -> list[dt.date]:

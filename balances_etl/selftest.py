@@ -52,7 +52,8 @@ from balances_etl.emulator import Fault, FaultKind, NoahSandbox, RecordedRequest
 from balances_etl.emulator.dataset import unknown_currency_code
 from balances_etl.names import PARQUET_ASSET, SNAPSHOTS_TABLE, Check
 from balances_etl.runner import RunOutcome, run_daily_job
-from balances_etl.settings import PROJECT_ROOT
+from balances_etl.settings import PROJECT_ROOT, temporary_environment
+
 
 # The account every scenario reads: the three documented sandbox currencies, one per page, so there is
 # a first, a middle and a last page and a healthy day raises no warning at all.
@@ -574,21 +575,6 @@ def _multiset_missing(expected: Sequence[Row], actual: Sequence[Row]) -> int:
 
 
 @contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration, then restore them exactly."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
 def captured_output() -> Iterator[io.StringIO]:
     """stdout, stderr and every log record (balances_etl at DEBUG) of what runs inside, as text."""
     buffer = io.StringIO()
@@ -704,7 +690,7 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
     sandbox.expire_tokens_after_page(scenario.expire_tokens_after_page)
 
     texts: dict[str, str | None] = {}
-    with environment({**MATRIX_ENV, **dict(scenario.env)}), captured_output() as output:
+    with temporary_environment({**MATRIX_ENV, **dict(scenario.env)}), captured_output() as output:
         outcome = installation.run(day)
     texts["output of the run"], texts["error of the run"] = output.getvalue(), outcome.error
     run_ids = [outcome.run_id]
@@ -743,7 +729,7 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
         if result.warehouse_after_fault:
             problems.append(f"{result.warehouse_after_fault} rows reached the warehouse for the failed day")
         problems += _landings_incomplete(data_dir, day)
-        with environment(MATRIX_ENV), captured_output() as output:
+        with temporary_environment(MATRIX_ENV), captured_output() as output:
             rerun = installation.run(day)
         texts["output of the re-run"], texts["error of the re-run"] = output.getvalue(), rerun.error
         run_ids.append(rerun.run_id)
@@ -893,7 +879,7 @@ def selftest_installation(root: Path) -> Iterator[SelftestInstallation]:
                 "NOAH_SIGNING_KEY": private_pem.decode(),
                 **MATRIX_ENV,
             }
-            with environment(env):
+            with temporary_environment(env):
                 instance = dg.DagsterInstance.from_config(str(home))
                 try:
                     yield SelftestInstallation(root, sandbox, private_pem, instance)
@@ -926,7 +912,7 @@ def run_matrix(
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     prepare_account(installation.sandbox, anchor_day())
-    with environment(MATRIX_ENV), captured_output():
+    with temporary_environment(MATRIX_ENV), captured_output():
         baseline = installation.run(anchor_day())
     if not baseline.success:
         return MatrixReport([], started_at, time.perf_counter() - clock, baseline_error=baseline.error)

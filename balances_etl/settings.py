@@ -6,10 +6,11 @@ Every variable has a documented default, listed by ``PipelineSettings.documented
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,23 @@ class SettingsError(ValueError):
 def load_env_file(path: Path | None = None) -> None:
     """Load `.env` from the working directory (as `dagster dev` does); real env vars win."""
     load_dotenv(path or Path.cwd() / ".env", override=False)
+
+
+@contextlib.contextmanager
+def temporary_environment(values: Mapping[str, str], unset: Sequence[str] = ()) -> Iterator[None]:
+    """Set (and unset) environment variables for the duration, then restore them exactly."""
+    saved = {name: os.environ.get(name) for name in [*values, *unset]}
+    for name in unset:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 _VARIABLES: tuple[tuple[str, str, str], ...] = (

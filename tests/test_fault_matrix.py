@@ -18,6 +18,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from pipeline_support import Pipeline, day_rows, served_rows, wired_pipeline
 
 from balances_etl import selftest
 from balances_etl.names import Check
@@ -28,20 +29,19 @@ from balances_etl.selftest import (
     MatrixReport,
     ScenarioResult,
     anchor_day,
-    environment,
     prepare_account,
     render_table,
     run_scenario,
     scenario_day,
 )
-from pipeline_support import Pipeline, day_rows, served_rows, wired_pipeline
+from balances_etl.settings import temporary_environment
 
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory, p384_keypair: tuple[bytes, bytes]):
     with wired_pipeline(tmp_path_factory.mktemp("matrix"), p384_keypair) as pipeline:
         prepare_account(pipeline.sandbox, anchor_day())
-        with environment(MATRIX_ENV):
+        with temporary_environment(MATRIX_ENV):
             baseline = pipeline.run(anchor_day())
         assert baseline.success, baseline.error
         yield pipeline, pipeline.scanner()
