@@ -26,6 +26,10 @@ test-slow: $(STAMP)
 selftest: $(STAMP)
 	$(BIN)/balances-etl selftest
 
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m benchmarks.run
+
 dev: $(STAMP)
 	$(BIN)/balances-etl dev
 

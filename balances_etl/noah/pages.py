@@ -240,7 +240,7 @@ class SnapshotAssembler:
         columns.crypto_currency.extend(crypto_currency)
         columns.available_raw.extend(available)
         columns.total_raw.extend(total)
-        keys.update(zip(account_type, crypto_currency))
+        keys.update(zip(account_type, crypto_currency, strict=True))
         columns.page_number.extend([page.page_number] * count)
         columns.item_index.extend(range(count))
         self.stats.duplicate_keys += count - (len(keys) - before)
