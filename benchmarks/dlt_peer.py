@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         write_disposition="replace",
         # hints use the names after dlt's snake_case normalisation (AccountType -> account_type)
         # (a fresh dict per column: dlt writes the column name into the hint it is given)
-        columns={"account_type": dict(IDENTIFIER), "crypto_currency": dict(IDENTIFIER), "available": dict(AMOUNT), "total": dict(AMOUNT)},
+        columns={
+            "account_type": dict(IDENTIFIER),
+            "crypto_currency": dict(IDENTIFIER),
+            "available": dict(AMOUNT),
+            "total": dict(AMOUNT),
+        },
     )
     def balances():
         yield from client.paginate("/balances", params={"PageSize": "100"})

@@ -1,6 +1,6 @@
 """balances-etl benchmarks: throughput, scaling and memory, side by side with the floor and dlt.
 
-    .venv/bin/python -m benchmarks.run            # the documented run (~10 min on 2 cores)
+    .venv/bin/python -m benchmarks.run            # the documented run (10-12 min on 2 cores)
     .venv/bin/python -m benchmarks.run --quick    # smaller sizes, fewer repeats, for iteration
     .venv/bin/python -m benchmarks.run --only extraction normalize
 
@@ -56,7 +56,7 @@ class Sizes:
     query_repeats: int
 
 
-FULL = Sizes(100_000, 7, 1_000_000, 5, 100_000, 7, 1_094, 1_000, 7, 7)
+FULL = Sizes(100_000, 9, 1_000_000, 7, 100_000, 9, 1_094, 1_000, 7, 7)
 QUICK = Sizes(20_000, 3, 200_000, 3, 20_000, 2, 90, 1_000, 2, 3)
 
 
@@ -92,6 +92,12 @@ class Report:
             self.figures.append(figure)
             print(f"  {figure.name}: {figure.shown()}" + (f"  (target {figure.target})" if figure.target else ""),
                   file=sys.stderr, flush=True)
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """Median of the per-round ratios: each pair was measured side by side, so slow drifts in the
+    machine's speed (a shared box) cancel within a pair instead of between two separate medians."""
+    return median([n / d for n, d in zip(numerators, denominators, strict=True)])
 
 
 def _progress(message: str) -> None:
@@ -137,18 +143,18 @@ def bench_extraction(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report
     report.samples["extraction"] = result
     pages, items = result["pages"], result["items"]
     client, floor = median(result["wall"]["client"]), median(result["wall"]["floor"])
-    client_cpu, floor_cpu = median(result["cpu"]["client"]), median(result["cpu"]["floor"])
-    ratio = client / floor
+    ratio = paired_ratio(result["wall"]["client"], result["wall"]["floor"])
     report.add(
         Figure("extraction", "client: pages/s", pages / client, "pages/s"),
         Figure("extraction", "client: items/s", items / client, "items/s"),
         Figure("extraction", "floor: pages/s", pages / floor, "pages/s"),
         Figure("extraction", "floor: items/s", items / floor, "items/s"),
         Figure("extraction", f"client / floor wall time ({items:,} items)", ratio, "x", "<= 1.10x", _target(ratio, 1.10)),
-        Figure("extraction", "client / floor CPU time (client process)", client_cpu / floor_cpu, "x",
+        Figure("extraction", "client / floor CPU time (client process)",
+               paired_ratio(result["cpu"]["client"], result["cpu"]["floor"]), "x",
                note="less noisy than wall time on a shared machine"),
     )
-    return {"floor_seconds": floor, "client_seconds": client, "floor_cpu_seconds": floor_cpu, "items": items}
+    return {"floor_seconds": floor, "client_seconds": client, "items": items}
 
 
 # 2. Normalize ----------------------------------------------------------------------------------
@@ -180,7 +186,7 @@ def bench_normalize(sizes: Sizes, root: Path, report: Report) -> None:
     report.samples["normalize"] = {"timing": timing, "peaks": peaks}
     project, floor = median(timing["wall"]["project"]), median(timing["wall"]["floor"])
     checked = median(timing["wall"]["project_with_checks"])
-    ratio = project / floor
+    ratio = paired_ratio(timing["wall"]["project"], timing["wall"]["floor"])
     peak = peaks["project"]["peak_rss"] / MB
     report.add(
         Figure("normalize", f"normalize: rows/s ({rows:,} rows)", rows / project, "rows/s"),
@@ -254,9 +260,6 @@ def bench_daily(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: Rep
     def rss(name: str) -> float:
         return max(r.max_rss_bytes for r in runs[name]) / MB
 
-    def cpu(name: str) -> float:
-        return median([r.user_seconds + r.system_seconds for r in runs[name]])
-
     report.samples["daily"] = {
         name: [{"wall_seconds": r.wall_seconds, "max_rss_bytes": r.max_rss_bytes,
                 "cpu_seconds": r.user_seconds + r.system_seconds} for r in samples]
@@ -266,7 +269,6 @@ def bench_daily(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: Rep
     marginal = many - one
     floor_runs = [child_json(run, "floor worker") for run in runs.pop("floor")]
     floor_seconds = median([result["wall"]["floor"][0] for result in floor_runs])
-    floor_cpu_seconds = median([result["cpu"]["floor"][0] for result in floor_runs])
     report.samples["daily_floor"] = floor_runs
     report.add(
         Figure("daily", "daily run, 1 balance: wall time (process start included)", one, "s", "< 3 s", _target(one, 3.0)),
@@ -277,26 +279,32 @@ def bench_daily(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: Rep
         Figure("daily", f"daily run, {big:,} balances: peak RSS", rss(f"ours-{big}"), "MB"),
         Figure("daily", f"daily run: marginal cost of {big:,} balances ({big:,} - 1)", marginal, "s"),
     )
-    ratio = marginal / floor_seconds
+    walls = {name: [r.wall_seconds for r in samples] for name, samples in runs.items()}
+    cpus = {name: [r.user_seconds + r.system_seconds for r in samples] for name, samples in runs.items()}
+    marginals = [m - o for m, o in zip(walls[f"ours-{big}"], walls["ours-1"], strict=True)]
+    marginal_cpus = [m - o for m, o in zip(cpus[f"ours-{big}"], cpus["ours-1"], strict=True)]
+    ratio = paired_ratio(marginals, [result["wall"]["floor"][0] for result in floor_runs])
     report.add(
         Figure("daily", f"extraction floor, {big:,} balances, in the same rounds", floor_seconds, "s",
                note="one cold floor loop per round, timed inside its process (imports excluded)"),
         Figure("daily", "marginal cost / extraction floor", ratio, "x", "<= 1.10x", _target(ratio, 1.10)),
-        Figure("daily", "marginal CPU time / floor's CPU time", (cpu(f"ours-{big}") - cpu("ours-1")) / floor_cpu_seconds,
+        Figure("daily", "marginal CPU time / floor's CPU time",
+               paired_ratio(marginal_cpus, [result["cpu"]["floor"][0] for result in floor_runs]),
                "x", note="CPU seconds of the whole daily-run process (all threads) vs the floor loop's"),
     )
     if with_dlt:
         dlt_one, dlt_many = wall("dlt-1"), wall(f"dlt-{big}")
         dlt_marginal = dlt_many - dlt_one
-        ratio = marginal / dlt_marginal
+        dlt_marginals = [m - o for m, o in zip(walls[f"dlt-{big}"], walls["dlt-1"], strict=True)]
+        dlt_marginal_cpus = [m - o for m, o in zip(cpus[f"dlt-{big}"], cpus["dlt-1"], strict=True)]
+        ratio = paired_ratio(marginals, dlt_marginals)
         report.add(
             Figure("dlt", "dlt, 1 balance: wall time", dlt_one, "s"),
             Figure("dlt", f"dlt, {big:,} balances: wall time", dlt_many, "s"),
             Figure("dlt", f"dlt, {big:,} balances: peak RSS", rss(f"dlt-{big}"), "MB"),
             Figure("dlt", f"dlt: marginal cost of {big:,} balances", dlt_marginal, "s"),
             Figure("dlt", "balances-etl marginal / dlt marginal", ratio, "x", "<= 0.50x", _target(ratio, 0.5)),
-            Figure("dlt", "balances-etl marginal CPU / dlt marginal CPU",
-                   (cpu(f"ours-{big}") - cpu("ours-1")) / (cpu(f"dlt-{big}") - cpu("dlt-1")), "x",
+            Figure("dlt", "balances-etl marginal CPU / dlt marginal CPU", paired_ratio(marginal_cpus, dlt_marginal_cpus), "x",
                    note="CPU seconds of the whole child; less noisy than wall time on a shared machine"),
         )
 
@@ -355,14 +363,14 @@ def bench_history(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: R
     }
     first = median([r.wall_seconds for r in runs["day-1"]])
     last = median([r.wall_seconds for r in runs[f"day-{days + 1}"]])
-    ratio = last / first
-    cpu_first = median([r.user_seconds + r.system_seconds for r in runs["day-1"]])
-    cpu_last = median([r.user_seconds + r.system_seconds for r in runs[f"day-{days + 1}"]])
+    ratio = paired_ratio([r.wall_seconds for r in runs[f"day-{days + 1}"]], [r.wall_seconds for r in runs["day-1"]])
+    cpu_ratio = paired_ratio([r.user_seconds + r.system_seconds for r in runs[f"day-{days + 1}"]],
+                             [r.user_seconds + r.system_seconds for r in runs["day-1"]])
     report.add(
         Figure("history", f"daily run ({per_day:,} balances) on day 1", first, "s"),
         Figure("history", f"daily run ({per_day:,} balances) on day {days + 1:,} ({built['rows']:,} rows of history)", last, "s"),
         Figure("history", f"day {days + 1:,} / day 1", ratio, "x", "<= 1.5x", _target(ratio, 1.5)),
-        Figure("history", f"day {days + 1:,} / day 1, CPU time", cpu_last / cpu_first, "x"),
+        Figure("history", f"day {days + 1:,} / day 1, CPU time", cpu_ratio, "x"),
     )
     if with_queries:
         bench_queries(sizes, Path(env_n["BALANCES_ETL_DATA_DIR"]), days + 1, report)
@@ -371,7 +379,8 @@ def bench_history(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: R
 QUERIES = {
     "v_reconciliation_summary (all days)": "SELECT * FROM v_reconciliation_summary",
     "v_balance_changes (all rows, to Arrow)": "SELECT * FROM v_balance_changes",
-    "v_balance_changes (latest day)": "SELECT * FROM v_balance_changes WHERE snapshot_date = (SELECT max(snapshot_date) FROM balance_snapshots)",
+    "v_balance_changes (latest day)":
+        "SELECT * FROM v_balance_changes WHERE snapshot_date = (SELECT max(snapshot_date) FROM balance_snapshots)",
 }
 
 
@@ -380,23 +389,28 @@ def bench_queries(sizes: Sizes, data_dir: Path, days: int, report: Report) -> No
 
     _progress(f"reconciliation: views over {days:,} days of history, {sizes.query_repeats} runs each")
     seconds: dict[str, list[float]] = {name: [] for name in QUERIES}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in QUERIES}
     rows: dict[str, int] = {}
     for round_number in range(sizes.query_repeats + 1):
         for name, sql in QUERIES.items():
             con = connect_read_only(data_dir)  # a fresh connection: nothing cached from the last run
             try:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 result = con.sql(sql).to_arrow_table()  # exact DECIMALs, every row materialised
-                elapsed = time.perf_counter() - started
+                elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             finally:
                 con.close()
             rows[name] = result.num_rows
             if round_number:
                 seconds[name].append(elapsed)
-    report.samples["reconciliation"] = {"seconds": seconds, "rows": rows}
+                cpu_seconds[name].append(cpu_elapsed)
+    report.samples["reconciliation"] = {"seconds": seconds, "cpu_seconds": cpu_seconds, "rows": rows}
     for name, samples in seconds.items():
         value = median(samples)
-        report.add(Figure("reconciliation", f"{name}: {rows[name]:,} rows", value, "s", "< 1 s", _target(value, 1.0)))
+        report.add(
+            Figure("reconciliation", f"{name}: {rows[name]:,} rows", value, "s", "< 1 s", _target(value, 1.0)),
+            Figure("reconciliation", f"{name}: CPU time (DuckDB's threads)", median(cpu_seconds[name]), "s"),
+        )
 
 
 # Output ----------------------------------------------------------------------------------------
@@ -409,14 +423,14 @@ def render(report: Report) -> str:
         for f in report.figures
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     section = None
-    for figure, row in zip(report.figures, rows):
+    for figure, row in zip(report.figures, rows, strict=True):
         if figure.section != section:
             section = figure.section
             lines.append("| " + " | ".join((f"**{section}**" if i == 0 else "").ljust(w) for i, w in enumerate(widths)) + " |")
-        lines.append("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |")
     return "\n".join(lines)
 
 
