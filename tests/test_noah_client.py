@@ -23,7 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 import pyarrow as pa
 import pytest
-import requests
+from transports import RecordingTransport, ScriptedTransport
+from transports import canned as canned_transport
 
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.noah import (
@@ -565,13 +566,12 @@ def test_replay_refuses_an_incomplete_or_overlong_landing(paged: Harness) -> Non
 
 def test_replay_validates_like_the_live_fetch(harness: Harness) -> None:
     harness.sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, page=1, item_index=1, field="Total", value="1e3"))
-    bodies: list[bytes] = []
-    with requests.Session() as session:
-        session.hooks["response"].append(lambda response, *args, **kwargs: bodies.append(response.content))
-        with NoahClient(harness.config, session=session) as client, pytest.raises(PageValidationError) as live:
-            client.fetch_snapshot()
+    transport = RecordingTransport(harness.config.base_url)
+    with NoahClient(harness.config, transport=transport) as client, pytest.raises(PageValidationError) as live:
+        client.fetch_snapshot()
+    transport.close()
     with pytest.raises(PageValidationError) as replayed:
-        ReplaySource(bodies).fetch_snapshot()
+        ReplaySource([response.body for response in transport.responses]).fetch_snapshot()
     assert str(replayed.value) == str(live.value) == "NOAH page 1 item 1 field Total: " + live.value.reason
 
 
@@ -603,38 +603,17 @@ def test_failure_carries_partial_stats(paged: Harness) -> None:
 # building blocks, without the network
 
 
-class CannedAdapter(requests.adapters.BaseAdapter):
-    """A transport that answers from a script and records what was sent, and with which options."""
-
-    def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
-        super().__init__()
-        self.answers = answers
-        self.sent: list[tuple[requests.PreparedRequest, dict[str, Any]]] = []
-
-    def send(self, request: requests.PreparedRequest, **options: Any) -> requests.Response:  # type: ignore[override]
-        self.sent.append((request, options))
-        status, headers, body = self.answers.pop(0)
-        response = requests.Response()
-        response.status_code, response._content, response.url, response.request = status, body, request.url, request
-        response.headers.update(headers)
-        return response
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
-def canned() -> Iterator[tuple[NoahClient, CannedAdapter, RecordedSleep]]:
+def canned() -> Iterator[tuple[NoahClient, list[tuple[int, dict[str, str], bytes]], ScriptedTransport, RecordedSleep]]:
+    """A client whose transport answers from a list the test fills: (status, headers, body)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    adapter = CannedAdapter([])
-    session = requests.Session()
-    session.mount("https://", adapter)
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    transport = canned_transport(answers)
     config = NoahConfig(api_key="apikey_sandbox_canned-0001", signing_key=ec.generate_private_key(ec.SECP384R1()), **FAST_BACKOFF)
     sleep = RecordedSleep()
-    with NoahClient(config, session=session, sleep=sleep) as client:
-        yield client, adapter, sleep
-    session.close()
+    with NoahClient(config, transport=transport, sleep=sleep) as client:
+        yield client, answers, transport, sleep
 
 
 def page_body(token: object = None, count: int = 1) -> bytes:
@@ -643,35 +622,35 @@ def page_body(token: object = None, count: int = 1) -> bytes:
 
 
 def test_wire_query_equals_signed_query_params_for_awkward_tokens(canned) -> None:  # noqa: ANN001
-    client, adapter, _ = canned
+    client, answers, transport, _ = canned
     awkward = "a+b/c=d e&f%25?ü#"
-    adapter.answers += [(200, {}, page_body(awkward)), (200, {}, page_body(None))]
+    answers += [(200, {}, page_body(awkward)), (200, {}, page_body(None))]
     client.fetch_snapshot()
-    (first, first_options), (second, second_options) = adapter.sent
+    first, second = transport.sent
     for request in (first, second):
         claims = jwt.decode(request.headers["Api-Signature"], options={"verify_signature": False})
         assert dict(parse_qsl(urlsplit(request.url).query, keep_blank_values=True, strict_parsing=True)) == claims["queryParams"]
         assert urlsplit(request.url).path == claims["path"] == "/v1/balances"
     assert jwt.decode(second.headers["Api-Signature"], options={"verify_signature": False})["queryParams"]["PageToken"] == awkward
-    for request, options in adapter.sent:
+    for request in transport.sent:
         assert request.headers["X-Api-Key"] == "apikey_sandbox_canned-0001"
         assert request.headers["Accept"] == "application/json" and request.headers["User-Agent"] == USER_AGENT
         assert USER_AGENT.startswith("balances-etl/")
-        assert options["timeout"] == (10, 60) and options["stream"] is False
+        assert request.timeout == (10, 60)
 
 
 def test_redirects_are_not_followed(canned) -> None:  # noqa: ANN001
-    client, adapter, sleep = canned
-    adapter.answers.append((302, {"Location": "https://elsewhere.example/v1/balances"}, b""))
+    client, answers, transport, sleep = canned
+    answers.append((302, {"Location": "https://elsewhere.example/v1/balances"}, b""))
     with pytest.raises(NoahHTTPError, match="HTTP 302 Found on page 1 with an empty body"):
         client.fetch_snapshot()
-    assert len(adapter.sent) == 1 and sleep.waits == []
+    assert len(transport.sent) == 1 and sleep.waits == []
 
 
 def test_server_echoing_the_key_is_redacted(canned) -> None:  # noqa: ANN001
-    client, adapter, _ = canned
+    client, answers, _, _ = canned
     echo = json.dumps({"Detail": "bad key apikey_sandbox_canned-0001", "Instance": "i-1"}).encode()
-    adapter.answers.append((401, {}, echo))
+    answers.append((401, {}, echo))
     with pytest.raises(NoahAuthError) as caught:
         client.fetch_snapshot()
     assert "apikey_sandbox_canned-0001" not in str(caught.value) and "[REDACTED]" in caught.value.detail

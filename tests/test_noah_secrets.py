@@ -1,7 +1,7 @@
 """No credential ever leaks: not in logs (all loggers, DEBUG), errors, tracebacks, stats or reprs.
 
 Secrets are the API key, the signing PEM (whole, each base64 line, a distinctive substring) and
-every JWT actually sent, recorded by a transport adapter mounted on the session.
+every JWT actually sent, recorded by a transport wrapped around the client's real one.
 """
 
 from __future__ import annotations
@@ -13,28 +13,15 @@ import traceback
 from typing import Any
 
 import pytest
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from transports import RecordingTransport
 
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.noah import ConfigError, NoahClient, NoahConfig, NoahError
 from balances_etl.noah.signing import load_private_key
 
 WRONG_API_KEY = "apikey_sandbox_wrong-but-still-secret"
-
-
-class SignatureRecorder(requests.adapters.HTTPAdapter):
-    """Records every outgoing Api-Signature, including attempts that never get a response."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.signatures: list[str] = []
-
-    def send(self, request: requests.PreparedRequest, **options: Any) -> requests.Response:  # type: ignore[override]
-        if "Api-Signature" in request.headers:
-            self.signatures.append(request.headers["Api-Signature"])
-        return super().send(request, **options)
 
 
 def pem_secrets(pem: bytes) -> list[str]:
@@ -110,13 +97,11 @@ def test_no_secret_in_logs_errors_or_stats(
         backoff_base_seconds=0.001, backoff_max_seconds=0.002,
     )
     config = dataclasses.replace(config, **overrides)
-    recorder = SignatureRecorder()
-    session = requests.Session()
-    session.mount("http://", recorder)
+    transport = RecordingTransport(config.base_url)
     caplog.set_level(logging.DEBUG)  # the root logger: ours, urllib3's and the emulator's
 
     texts = [repr(config), str(config)]
-    with NoahClient(config, session=session, sleep=lambda seconds: None) as client:
+    with NoahClient(config, transport=transport, sleep=lambda seconds: None) as client:
         texts.append(repr(client))
         try:
             snapshot = client.fetch_snapshot()
@@ -125,11 +110,12 @@ def test_no_secret_in_logs_errors_or_stats(
             texts += error_texts(error)
         else:
             texts.append(json.dumps(snapshot.stats.as_metadata()))
-    session.close()
+    transport.close()
     texts += [caplog.text, *(record.getMessage() for record in caplog.records)]
 
-    assert recorder.signatures and any(r.name == "balances_etl.noah" for r in caplog.records)
-    assert_nothing_leaks(texts, [api_key, WRONG_API_KEY, *pem_secrets(p384_keypair[0]), *jwt_secrets(recorder.signatures)])
+    signatures = [request.headers["Api-Signature"] for request in transport.sent if "Api-Signature" in request.headers]
+    assert signatures and any(r.name == "balances_etl.noah" for r in caplog.records)
+    assert_nothing_leaks(texts, [api_key, WRONG_API_KEY, *pem_secrets(p384_keypair[0]), *jwt_secrets(signatures)])
 
 
 @pytest.mark.parametrize("kind", [FaultKind.STATUS, FaultKind.RATE_LIMIT])

@@ -8,11 +8,11 @@
   DECIMAL(38,18) column is exactly the value or NULL, never another number.
 * Pagination: random token graphs (chains, cycles, self-loops, back to the first page, ends
   written as absent, "" or null, awkward token text) served to the real ``NoahClient``. The pages
-  are served by a ``requests`` transport adapter mounted on the client's session rather than by
+  are served by a scripted transport handed to the client (``tests/transports.py``) rather than by
   the emulator: it exercises all of the client's pagination code (query building and encoding,
   a fresh ES384 signature per request, response decoding, ``SnapshotAssembler``'s token-chain and
   cycle rules) and lets the test define arbitrary graphs the emulator cannot express, at hundreds
-  of examples per second. The adapter also checks each request's JWT ``queryParams`` against the
+  of examples per second. The server also checks each request's JWT ``queryParams`` against the
   query actually sent. The emulator's own pagination over real HTTP is covered by the fault matrix.
   Every graph ends with all items exactly once, in order (and the landed bodies replay to the
   same columns), or with a token-cycle error.
@@ -44,9 +44,9 @@ import jwt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import requests
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from transports import ScriptedTransport, SentRequest
 
 from balances_etl.amounts import amount_problem, canonical_amount, fits_decimal_38_18
 from balances_etl.noah import (
@@ -60,6 +60,7 @@ from balances_etl.noah import (
     parse_retry_after,
 )
 from balances_etl.noah.signing import load_private_key
+from balances_etl.noah.transport import HttpResponse
 from balances_etl.storage.ledger import LedgerFileError, read_ledger_dir
 from balances_etl.storage.parquet import partition_path, publish_partition
 from balances_etl.storage.warehouse import connect_read_only, load_partition
@@ -281,16 +282,15 @@ def token_graphs(draw: st.DrawFn) -> TokenGraph:
     return TokenGraph(tokens, sizes, following)
 
 
-class GraphAdapter(requests.adapters.BaseAdapter):
+class GraphServer:
     """Serves a TokenGraph as NOAH would, and checks every request is signed for exactly what is sent."""
 
     def __init__(self, graph: TokenGraph, public_key: Any) -> None:
-        super().__init__()
         self.graph = graph
         self.public_key = public_key
         self.served: list[int] = []
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def answer(self, request: SentRequest) -> HttpResponse:
         url = urlsplit(request.url)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         claims = jwt.decode(request.headers["Api-Signature"], self.public_key, algorithms=["ES384"],
@@ -298,16 +298,7 @@ class GraphAdapter(requests.adapters.BaseAdapter):
         assert claims["queryParams"] == query and claims["path"] == url.path
         page = 0 if "PageToken" not in query else self.graph.tokens.index(query["PageToken"])
         self.served.append(page)
-        response = requests.Response()
-        response.status_code = 200
-        response._content = self.graph.body(page)
-        response.headers["Content-Type"] = "application/json"
-        response.url = request.url
-        response.request = request
-        return response
-
-    def close(self) -> None:
-        pass
+        return HttpResponse(status=200, headers={"Content-Type": "application/json"}, body=self.graph.body(page))
 
 
 @pytest.fixture(scope="module")
@@ -318,17 +309,15 @@ def signing_key(p384_keypair: tuple[bytes, bytes]) -> Any:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(graph=token_graphs())
 def test_pagination_reads_every_item_exactly_once_or_reports_the_cycle(graph: TokenGraph, signing_key: Any) -> None:
-    adapter = GraphAdapter(graph, signing_key.public_key())
-    session = requests.Session()
-    session.mount("http://127.0.0.1:9/", adapter)
+    server = GraphServer(graph, signing_key.public_key())
     config = NoahConfig(api_key="apikey_sandbox_properties", signing_key=signing_key, base_url="http://127.0.0.1:9/v1",
                         page_size=3, max_attempts=1)
     path, cycles = graph.walk()
-    client = NoahClient(config, session=session, sleep=lambda _: None)
+    client = NoahClient(config, transport=ScriptedTransport(server.answer), sleep=lambda _: None)
     if cycles:
         with pytest.raises(PaginationError, match="token cycle"):
             client.fetch_snapshot()
-        assert len(adapter.served) <= len(path) + 2  # it stops at the repeat, it does not loop
+        assert len(server.served) <= len(path) + 2  # it stops at the repeat, it does not loop
         return
     snapshot = client.fetch_snapshot()
     expected = [item for page in path for item in graph.items(page)]
@@ -336,7 +325,7 @@ def test_pagination_reads_every_item_exactly_once_or_reports_the_cycle(graph: To
     assert list(zip(columns.account_type, columns.crypto_currency, columns.available_raw, columns.total_raw,
                     strict=True)) == [(i["AccountType"], i["CryptoCurrency"], i["Available"], i["Total"]) for i in expected]
     assert columns.page_number == [n for n, page in enumerate(path, start=1) for _ in range(graph.sizes[page])]
-    assert adapter.served == path and snapshot.stats.pages == len(path)
+    assert server.served == path and snapshot.stats.pages == len(path)
     # What was landed replays to the very same columns.
     replayed = ReplaySource([page.body for page in snapshot.pages]).fetch_snapshot()
     assert replayed.columns == columns

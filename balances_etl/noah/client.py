@@ -21,7 +21,6 @@ from __future__ import annotations
 import email.utils
 import importlib.metadata
 import logging
-import os
 import random
 import re
 import time
@@ -30,8 +29,6 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import NoReturn, Protocol
 from urllib.parse import quote, urlencode, urlsplit
-
-import requests
 
 from balances_etl.noah.config import NoahConfig
 from balances_etl.noah.errors import (
@@ -48,6 +45,7 @@ from balances_etl.noah.errors import (
 )
 from balances_etl.noah.pages import BalanceSnapshot, RawPage, SnapshotAssembler, SnapshotStats, decode_body
 from balances_etl.noah.signing import RequestSigner
+from balances_etl.noah.transport import HttpClientTransport, HttpResponse, Transport, TransportError
 
 logger = logging.getLogger("balances_etl.noah")
 
@@ -55,12 +53,6 @@ BALANCES_RESOURCE = "/balances"
 RETRY_AFTER_MINIMUM_SECONDS = 0.05  # "Retry-After: 0" or a past date must not become a hot loop
 _RETRY_AFTER_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _ERROR_FIELD_LIMIT = 300
-_TRANSIENT_EXCEPTIONS = (
-    requests.exceptions.ConnectionError,  # refused, reset, DNS, TLS, connect timeout, read timeout mid-body
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,  # connection dropped mid-body / incomplete read
-    requests.exceptions.ContentDecodingError,
-)
 
 
 def _user_agent() -> str:
@@ -97,55 +89,26 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _transport_reason(error: requests.RequestException, timeouts: tuple[float, float]) -> str:
-    """Our own wording: the library's message embeds the URL, page token included."""
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return f"connect timed out after {timeouts[0]:g} s"
-    if isinstance(error, requests.exceptions.ReadTimeout):
-        return f"read timed out after {timeouts[1]:g} s"
-    if isinstance(error, requests.exceptions.ChunkedEncodingError):
-        return "connection dropped while reading the body (incomplete read)"
-    root: BaseException = error
-    while root.__context__ is not None:
-        root = root.__context__
-    return f"connection failed ({type(root).__name__})"
-
-
-def _session_for(url: str) -> requests.Session:
-    """A session that reads the environment (proxies, NO_PROXY, CA bundle) once, not on every request.
-
-    With ``trust_env`` requests re-reads every environment variable for proxies twice per request
-    (about 0.3 ms, a tenth of a page on loopback). We resolve the same settings once, the way
-    requests would for this URL, and turn ``trust_env`` off. ``.netrc`` credentials are not used:
-    NOAH authenticates with the API key and the signature, never with Basic auth.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return session
-
-
 class NoahClient:
     """Fetches one complete balances snapshot from NOAH, page by page, signed and retried.
 
-    ``sleep`` and ``clock`` are injectable so tests can record waits without spending them.
+    ``transport`` defaults to urllib3 (see :mod:`balances_etl.noah.transport`); tests pass one that
+    answers from a script or records what was sent. ``sleep`` and ``clock`` are injectable so tests
+    can record waits without spending them.
     """
 
     def __init__(
         self,
         config: NoahConfig,
         *,
-        session: requests.Session | None = None,
+        transport: Transport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._owns_session = session is None
+        self._owns_transport = transport is None
         self._url = config.base_url + BALANCES_RESOURCE
-        self._session = _session_for(self._url) if session is None else session
+        self._transport = HttpClientTransport(self._url) if transport is None else transport
         self._sleep = sleep
         self._clock = clock
         self._signer = RequestSigner(config.signing_key) if config.signing_key is not None else None
@@ -156,9 +119,9 @@ class NoahClient:
         return f"NoahClient({self.config})"
 
     def close(self) -> None:
-        """Close the session if this client created it (an injected one belongs to the caller)."""
-        if self._owns_session:
-            self._session.close()
+        """Close the transport if this client created it (an injected one belongs to the caller)."""
+        if self._owns_transport:
+            self._transport.close()
 
     def __enter__(self) -> NoahClient:
         return self
@@ -168,10 +131,12 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self) -> BalanceSnapshot:
+    def fetch_snapshot(self, on_page: Callable[[RawPage], None] | None = None) -> BalanceSnapshot:
         """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
 
-        On failure the raised :class:`NoahError` carries the partial ``stats``.
+        ``on_page`` sees each validated page as soon as it arrives (the pipeline starts landing it
+        while the next one is fetched). On failure the raised :class:`NoahError` carries the
+        partial ``stats``.
         """
         assembler = SnapshotAssembler(max_pages=self.config.max_pages)
         started = self._clock()
@@ -185,6 +150,8 @@ class NoahClient:
                     query["PageToken"] = token
                 page, document, secrets = self._fetch_page(page_number, query, assembler.stats)
                 token = assembler.accept(page, document, secrets)
+                if on_page is not None:
+                    on_page(page)
                 if token is None:
                     break
         except NoahError as error:
@@ -236,16 +203,15 @@ class NoahClient:
         url = f"{self._url}?{urlencode(query, quote_via=quote, safe='')}"
         started = self._clock()
         try:
-            response = self._session.get(url, headers=headers, timeout=self._timeout, allow_redirects=False)
-        except _TRANSIENT_EXCEPTIONS as error:
-            reason = _transport_reason(error, self._timeout)
-            logger.debug("NOAH page %d attempt %d: %s", page_number, attempt, reason)
-            return NoahConnectionError(reason, page_number=page_number)
+            response = self._transport.get(url, headers, self._timeout)
+        except TransportError as error:
+            logger.debug("NOAH page %d attempt %d: %s", page_number, attempt, error.reason)
+            return NoahConnectionError(error.reason, page_number=page_number)
         elapsed = self._clock() - started
-        body = response.content
+        body = response.body
         logger.debug("NOAH page %d attempt %d: HTTP %d, %d bytes in %.3f s",
-                     page_number, attempt, response.status_code, len(body), elapsed)
-        if response.status_code != 200:
+                     page_number, attempt, response.status, len(body), elapsed)
+        if response.status != 200:
             error = self._http_error(response, page_number, secrets)
             if error.instance is not None:
                 stats.instances.append(error.instance)
@@ -261,16 +227,16 @@ class NoahClient:
         )
         return page, document
 
-    def _http_error(self, response: requests.Response, page_number: int, secrets: tuple[str, ...]) -> NoahHTTPError:
-        status = response.status_code
-        fields = _error_fields(response.content)
+    def _http_error(self, response: HttpResponse, page_number: int, secrets: tuple[str, ...]) -> NoahHTTPError:
+        status = response.status
+        fields = _error_fields(response.body)
 
         def clean(name: str) -> str | None:
             value = fields.get(name)
             return snippet(value, secrets, limit=_ERROR_FIELD_LIMIT) if isinstance(value, str) else None
 
         args = (status, clean("Type"), clean("Detail"), clean("Action"), clean("Instance"), page_number)
-        body_snippet = None if any(a is not None for a in args[1:5]) else snippet(response.content, secrets)
+        body_snippet = None if any(a is not None for a in args[1:5]) else snippet(response.body, secrets)
         if status == 429:
             return RateLimitError(
                 *args,
