@@ -375,8 +375,10 @@ def test_load_refuses_a_partition_not_written_with_the_schema(data_dir: Path, sq
 def test_load_refuses_decimals_that_differ_from_their_exact_text(data_dir: Path, sql_dir: Path) -> None:
     frame = make_frame(DAY1, [("1", "1.5"), ("1", "2")])
     frame["total"] = pd.Series(["1.5", "2.000000000000000000001"], dtype=frame["total"].dtype)  # a rounded DECIMAL
+    # Off by 1e-18: the text parses exactly, and still differs from the DECIMAL beside it.
+    frame["available"] = pd.Series(["0.999999999999999999", "1"], dtype=frame["available"].dtype)
     publish_partition(data_dir, DAY1, frame)
-    with pytest.raises(WarehouseLoadError, match="1 DECIMAL values differ"):
+    with pytest.raises(WarehouseLoadError, match="2 DECIMAL values differ"):
         load_partition(data_dir, DAY1, sql_dir)
     assert not warehouse_path(data_dir).exists()
 

@@ -101,7 +101,8 @@ class SnapshotStats:
 
     ``instances`` lists every NOAH error ``Instance`` seen, retried errors included: it is what
     NOAH support asks for. ``duplicate_keys`` counts items repeating an (AccountType,
-    CryptoCurrency) pair already seen; they are kept, and the pipeline's blocking check reports them.
+    CryptoCurrency) pair already seen (counted when the snapshot completes); they are kept, and the
+    pipeline's blocking check reports them.
     """
 
     pages: int = 0
@@ -208,7 +209,6 @@ class SnapshotAssembler:
         self.stats = SnapshotStats()
         self._pages: list[RawPage] = []
         self._columns = BalanceColumns()
-        self._keys: set[tuple[str, str]] = set()
         self._token_first_seen: dict[str, int] = {}
 
     def accept(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> str | None:
@@ -232,25 +232,32 @@ class SnapshotAssembler:
         return next_token
 
     def _append(self, page: RawPage, fields: _ItemFields) -> None:
-        columns, keys = self._columns, self._keys
+        columns = self._columns
         account_type, crypto_currency, available, total = fields
         count = len(account_type)
-        before = len(keys)
         columns.account_type.extend(account_type)
         columns.crypto_currency.extend(crypto_currency)
         columns.available_raw.extend(available)
         columns.total_raw.extend(total)
-        keys.update(zip(account_type, crypto_currency, strict=True))
         columns.page_number.extend([page.page_number] * count)
         columns.item_index.extend(range(count))
-        self.stats.duplicate_keys += count - (len(keys) - before)
         self.stats.pages += 1
         self.stats.items += count
         self.stats.page_sha256.append(page.sha256)
         self._pages.append(page)
 
     def snapshot(self) -> BalanceSnapshot:
+        self.stats.duplicate_keys = _repeated_pairs(self._columns)
         return BalanceSnapshot(pages=list(self._pages), columns=self._columns, stats=self.stats)
+
+
+def _repeated_pairs(columns: BalanceColumns) -> int:
+    """Items whose (AccountType, CryptoCurrency) pair an earlier item already had; one vectorised
+    pass at the end (a Python set fed page by page cost a third of the per-page validation)."""
+    if not len(columns):
+        return 0
+    pairs = pa.table({"account_type": columns.account_type, "crypto_currency": columns.crypto_currency})
+    return pairs.num_rows - pairs.group_by(["account_type", "crypto_currency"]).aggregate([]).num_rows
 
 
 def _validated_page(document: object, page_number: int, secrets: Sequence[str]) -> tuple[str | None, _ItemFields]:

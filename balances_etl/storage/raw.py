@@ -104,11 +104,10 @@ class RawLanding:
         """Start writing one page (pages come in order, 1, 2, ...); raises an earlier write's failure."""
         if page.page_number != len(self._pages) + 1:
             raise ValueError(f"pages must be numbered 1..n in order: got page {page.page_number} after {len(self._pages)}")
-        _check_hash(page)
         if self._failure is not None:
             raise self._failure
         self._pages.append(page)
-        write = self._pool.submit(write_file_durably, self._staging / page_file_name(page.page_number), page.body)
+        write = self._pool.submit(_write_page, self._staging / page_file_name(page.page_number), page)
         write.add_done_callback(self._note_failure)
         self._writes.append(write)
 
@@ -194,6 +193,11 @@ def _write_landing(
     text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default)
     write_file_durably(staging / MANIFEST_NAME, text.encode())
     fsync_path(staging)
+
+
+def _write_page(path: Path, page: RawPageLike) -> None:
+    _check_hash(page)
+    write_file_durably(path, page.body)
 
 
 def _check_hash(page: RawPageLike) -> None:
