@@ -8,6 +8,7 @@ passes through float.
 from __future__ import annotations
 
 import datetime
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -244,8 +245,12 @@ def normalize_snapshot(
         raise ValueError(f"snapshot_at must be timezone-aware, got {snapshot_at!r}")
     items = items.select(ITEMS_SCHEMA.names).cast(ITEMS_SCHEMA)
     positions = {"page_numbers": items["page_number"], "item_indexes": items["item_index"]}
-    available, available_amount = canonicalize_amounts(items["available_raw"], "Available", **positions)
-    total, total_amount = canonicalize_amounts(items["total_raw"], "Total", **positions)
+    # The two columns are independent and Arrow's kernels release the GIL: one on another thread.
+    # Available is judged on this thread, so when both are invalid its error is the one raised.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normalize") as pool:
+        total_job = pool.submit(canonicalize_amounts, items["total_raw"], "Total", **positions)
+        available, available_amount = canonicalize_amounts(items["available_raw"], "Available", **positions)
+        total, total_amount = total_job.result()
     pending_outflow = _difference(total_amount, available_amount)
     rows = items.num_rows
 
