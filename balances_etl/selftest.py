@@ -848,7 +848,18 @@ class SelftestInstallation:
         return run_daily_job(day, instance=self.instance, simulated_now=taken_after(day))
 
     def scanner(self) -> SecretScanner:
+        """Scans the data dir and the Dagster home for the API key, the private key and JWTs."""
         return SecretScanner([self.data_dir, self.dagster_home], self.sandbox.api_key, self.private_pem)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point a pipeline process at this installation and its emulator."""
+        return {
+            "BALANCES_ETL_DATA_DIR": str(self.data_dir),
+            "DAGSTER_HOME": str(self.dagster_home),
+            "NOAH_BASE_URL": self.sandbox.base_url,
+            "NOAH_API_KEY": self.sandbox.api_key,
+            "NOAH_SIGNING_KEY": self.private_pem.decode(),
+        }
 
 
 @contextlib.contextmanager
@@ -871,20 +882,13 @@ def selftest_installation(root: Path) -> Iterator[SelftestInstallation]:
     }
     try:
         with RecordingSandbox(api_key=api_key, public_key_pem=public_pem, item_count=ITEM_COUNT) as sandbox:
-            env = {
-                "BALANCES_ETL_DATA_DIR": str(root / "data"),
-                "DAGSTER_HOME": str(home),
-                "NOAH_BASE_URL": sandbox.base_url,
-                "NOAH_API_KEY": api_key,
-                "NOAH_SIGNING_KEY": private_pem.decode(),
-                **MATRIX_ENV,
-            }
-            with temporary_environment(env):
-                instance = dg.DagsterInstance.from_config(str(home))
+            installation = SelftestInstallation(root, sandbox, private_pem, instance=None)  # type: ignore[arg-type]
+            with temporary_environment({**installation.env(), **MATRIX_ENV}):
+                installation.instance = dg.DagsterInstance.from_config(str(home))
                 try:
-                    yield SelftestInstallation(root, sandbox, private_pem, instance)
+                    yield installation
                 finally:
-                    instance.dispose()
+                    installation.instance.dispose()
     finally:
         os.environ.update(removed)
 

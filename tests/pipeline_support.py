@@ -21,10 +21,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from balances_etl.emulator import NoahSandbox
 from balances_etl.runner import RunOutcome, run_daily_job
 from balances_etl.schema import ARROW_SCHEMA
-from balances_etl.selftest import RecordingSandbox, SecretHit, SecretScanner
+from balances_etl.selftest import RecordingSandbox, SecretHit, SelftestInstallation, taken_after
 from balances_etl.settings import PROJECT_ROOT
 from balances_etl.storage.parquet import parquet_root, partition_path
 from balances_etl.storage.raw import raw_root, read_raw_bodies
@@ -33,46 +32,15 @@ from balances_etl.storage.warehouse import connect_read_only
 DAY = dt.date(2026, 11, 20)
 
 
-def taken_after(day: dt.date, minutes: int = 10) -> dt.datetime:
-    """A snapshot time shortly after ``day`` ended."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)
-
-
-@dataclass
-class Pipeline:
-    """One isolated pipeline installation wired to one emulator."""
-
-    root: Path
-    sandbox: NoahSandbox
-    private_pem: bytes
-    instance: dg.DagsterInstance
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
+class Pipeline(SelftestInstallation):
+    """One isolated pipeline installation wired to one emulator (the selftest's, plus test helpers)."""
 
     @property
     def warehouse(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 
-    @property
-    def dagster_home(self) -> Path:
-        return self.root / "dagster_home"
-
-    def scanner(self) -> SecretScanner:
-        """Scans the data dir and the Dagster home for the API key, the private key and JWTs."""
-        return SecretScanner([self.data_dir, self.dagster_home], self.sandbox.api_key, self.private_pem)
-
     def env(self) -> dict[str, str]:
-        return {
-            "BALANCES_ETL_DATA_DIR": str(self.data_dir),
-            "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "NOAH_BASE_URL": self.sandbox.base_url,
-            "NOAH_API_KEY": self.sandbox.api_key,
-            "NOAH_SIGNING_KEY": self.private_pem.decode(),
-            "NOAH_BACKOFF_BASE_SECONDS": "0.01",
-            "NOAH_BACKOFF_MAX_SECONDS": "0.05",
-        }
+        return {**super().env(), "NOAH_BACKOFF_BASE_SECONDS": "0.01", "NOAH_BACKOFF_MAX_SECONDS": "0.05"}
 
     def run(self, day: dt.date = DAY, *, taken_at: dt.datetime | None = None, allow_late: bool = False) -> RunOutcome:
         self.sandbox.configure(simulated_date=day)

@@ -495,6 +495,18 @@ def test_concurrent_loads_of_different_and_same_days(data_dir: Path, sql_dir: Pa
     con.close()
 
 
+def kill_at_a_random_moment(target, args: tuple, rng: random.Random, *, warmed_up: int, what: str, within: float) -> None:  # noqa: ANN001
+    """Run ``target(*args, done)`` in a child; once it has counted ``warmed_up`` rounds, SIGKILL it
+    at a random moment within ``within`` seconds."""
+    done = SPAWN.Value("i", 0, lock=False)
+    child = SPAWN.Process(target=target, args=(*args, done))
+    child.start()
+    wait_for(lambda: done.value >= warmed_up, what)
+    time.sleep(rng.uniform(0, within))
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+
+
 def _publish_forever(data_dir: Path, frames: list[pd.DataFrame], done: mp.Value) -> None:
     while True:
         for frame in frames:
@@ -506,13 +518,7 @@ def test_sigkill_during_publish_partition_leaves_old_or_new_file(data_dir: Path)
     frames = [make_frame(DAY1, bulk_amounts(20_000, 1), tag="A"), make_frame(DAY1, bulk_amounts(30_000, 2), tag="B")]
     rng = random.Random(7)
     for _ in range(4):
-        done = SPAWN.Value("i", 0, lock=False)
-        child = SPAWN.Process(target=_publish_forever, args=(data_dir, frames, done))
-        child.start()
-        wait_for(lambda: done.value >= 1, "a first publish")
-        time.sleep(rng.uniform(0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        kill_at_a_random_moment(_publish_forever, (data_dir, frames), rng, warmed_up=1, what="a first publish", within=0.3)
         assert [p.name for p in parquet_root(data_dir).rglob("*.parquet")] == ["data.parquet"]
         back = read_partition(data_dir, DAY1)
         assert any(back.equals(frame) for frame in frames)
@@ -535,13 +541,7 @@ def test_sigkill_during_load_leaves_a_readable_warehouse_and_rerun_completes(dat
         publish_partition(data_dir, day, make_frame(day, bulk_amounts(rows, day.day)))
     rng = random.Random(11)
     for _ in range(3):
-        done = SPAWN.Value("i", 0, lock=False)
-        child = SPAWN.Process(target=_load_forever, args=(data_dir, sql_dir, done))
-        child.start()
-        wait_for(lambda: done.value >= 2, "both days loaded once")
-        time.sleep(rng.uniform(0, 0.5))
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
+        kill_at_a_random_moment(_load_forever, (data_dir, sql_dir), rng, warmed_up=2, what="both days loaded once", within=0.5)
         con = connect_read_only(data_dir)
         assert day_rows(con) == expected
         assert con.execute("SELECT n FROM v_test").fetchall() == [(50_000,)]
