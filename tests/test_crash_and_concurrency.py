@@ -354,7 +354,7 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 
 # Where the disk fills up: the function about to write, and the Dagster step that then fails.
 FULL_DISK_STAGES = {
-    "raw-landing": ("balances_etl.defs.assets", "RawLanding", "snapshot_balances"),
+    "raw-landing": ("balances_etl.defs.assets", "land_raw_pages", "snapshot_balances"),
     "parquet-write": ("pyarrow.parquet", "write_table", "snapshot_balances"),
     "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balance_snapshots"),
     "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balance_snapshots"),

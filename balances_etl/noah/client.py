@@ -131,12 +131,10 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self, on_page: Callable[[RawPage], None] | None = None) -> BalanceSnapshot:
+    def fetch_snapshot(self) -> BalanceSnapshot:
         """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
 
-        ``on_page`` sees each validated page as soon as it arrives (the pipeline starts landing it
-        while the next one is fetched). On failure the raised :class:`NoahError` carries the
-        partial ``stats``.
+        On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
         assembler = SnapshotAssembler(max_pages=self.config.max_pages)
         started = self._clock()
@@ -150,8 +148,6 @@ class NoahClient:
                     query["PageToken"] = token
                 page, document, secrets = self._fetch_page(page_number, query, assembler.stats)
                 token = assembler.accept(page, document, secrets)
-                if on_page is not None:
-                    on_page(page)
                 if token is None:
                     break
         except NoahError as error:

@@ -85,14 +85,18 @@ class BalanceColumns:
     total_raw: list[str] = field(default_factory=list)
     page_number: list[int] = field(default_factory=list)
     item_index: list[int] = field(default_factory=list)
+    _table: pa.Table | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.account_type)
 
     def to_arrow(self) -> pa.Table:
-        return pa.table(
-            [getattr(self, name) for name in BALANCE_COLUMNS_SCHEMA.names], schema=BALANCE_COLUMNS_SCHEMA
-        )
+        """The columns as one Arrow table, converted once (again only if items were added since)."""
+        if self._table is None or self._table.num_rows != len(self):
+            self._table = pa.table(
+                [getattr(self, name) for name in BALANCE_COLUMNS_SCHEMA.names], schema=BALANCE_COLUMNS_SCHEMA
+            )
+        return self._table
 
 
 @dataclass
@@ -256,7 +260,7 @@ def _repeated_pairs(columns: BalanceColumns) -> int:
     pass at the end (a Python set fed page by page cost a third of the per-page validation)."""
     if not len(columns):
         return 0
-    pairs = pa.table({"account_type": columns.account_type, "crypto_currency": columns.crypto_currency})
+    pairs = columns.to_arrow().select(["account_type", "crypto_currency"])
     return pairs.num_rows - pairs.group_by(["account_type", "crypto_currency"]).aggregate([]).num_rows
 
 
