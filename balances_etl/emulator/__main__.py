@@ -16,6 +16,7 @@ from balances_etl.emulator.dataset import ENVIRONMENTS
 from balances_etl.emulator.server import NoahSandbox
 
 
+_SIGNAL_CHECK_SECONDS = 0.2  # how often the waiting main thread wakes to act on Ctrl-C / SIGTERM
 _EXAMPLE_FAULT = '{"kind": "RATE_LIMIT", "page": 2, "retry_after": "1"}'
 
 
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         with sandbox:
             _print_banner(sandbox, private_path, args.public_key)
             try:
-                stopped.wait()
+                # Wake up now and then: a SIGINT the kernel hands to a server thread only sets a flag,
+                # which the main thread acts on when it runs again (a bare wait() could sleep forever).
+                while not stopped.wait(_SIGNAL_CHECK_SECONDS):
+                    pass
             except KeyboardInterrupt:
                 pass
     finally:
