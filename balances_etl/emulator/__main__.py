@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stopped = threading.Event()
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        # SIGINT too, explicitly: a process started from a script or in the background inherits an
+        # ignored SIGINT, and Python then never raises KeyboardInterrupt (seen in CI).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopped.set())
     sandbox = NoahSandbox(
         api_key=args.api_key,
         public_key_pem=public_pem,
@@ -79,12 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sandbox:
             _print_banner(sandbox, private_path, args.public_key)
-            try:
-                # Wake up now and then: a SIGINT the kernel hands to a server thread only sets a flag,
-                # which the main thread acts on when it runs again (a bare wait() could sleep forever).
-                while not stopped.wait(_SIGNAL_CHECK_SECONDS):
-                    pass
-            except KeyboardInterrupt:
+            # Wake up now and then: a signal the kernel hands to a server thread only sets a flag,
+            # which the main thread acts on when it next runs (a bare wait() could sleep forever).
+            while not stopped.wait(_SIGNAL_CHECK_SECONDS):
                 pass
     finally:
         if key_directory is not None:
