@@ -98,7 +98,7 @@ def test_no_secret_in_logs_errors_or_stats(
     )
     config = dataclasses.replace(config, **overrides)
     transport = RecordingTransport(config.base_url)
-    caplog.set_level(logging.DEBUG)  # the root logger: ours, urllib3's and the emulator's
+    caplog.set_level(logging.DEBUG)  # the root logger: ours and the emulator's
 
     texts = [repr(config), str(config)]
     with NoahClient(config, transport=transport, sleep=lambda seconds: None) as client:

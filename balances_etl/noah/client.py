@@ -92,9 +92,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 class NoahClient:
     """Fetches one complete balances snapshot from NOAH, page by page, signed and retried.
 
-    ``transport`` defaults to urllib3 (see :mod:`balances_etl.noah.transport`); tests pass one that
-    answers from a script or records what was sent. ``sleep`` and ``clock`` are injectable so tests
-    can record waits without spending them.
+    ``transport`` defaults to one ``http.client`` connection (:mod:`balances_etl.noah.transport`);
+    tests pass one that answers from a script or records what was sent. ``sleep`` and ``clock`` are
+    injectable so tests can record waits without spending them.
     """
 
     def __init__(
