@@ -853,13 +853,18 @@ class SelftestInstallation:
 
     def env(self) -> dict[str, str]:
         """The variables that point a pipeline process at this installation and its emulator."""
-        return {
-            "BALANCES_ETL_DATA_DIR": str(self.data_dir),
-            "DAGSTER_HOME": str(self.dagster_home),
-            "NOAH_BASE_URL": self.sandbox.base_url,
-            "NOAH_API_KEY": self.sandbox.api_key,
-            "NOAH_SIGNING_KEY": self.private_pem.decode(),
-        }
+        return installation_env(self.root, self.sandbox, self.private_pem)
+
+
+def installation_env(root: Path, sandbox: NoahSandbox, private_pem: bytes) -> dict[str, str]:
+    """Data dir and Dagster home under ``root``, NOAH at ``sandbox``, requests signed with ``private_pem``."""
+    return {
+        "BALANCES_ETL_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "NOAH_BASE_URL": sandbox.base_url,
+        "NOAH_API_KEY": sandbox.api_key,
+        "NOAH_SIGNING_KEY": private_pem.decode(),
+    }
 
 
 @contextlib.contextmanager
@@ -882,13 +887,12 @@ def selftest_installation(root: Path) -> Iterator[SelftestInstallation]:
     }
     try:
         with RecordingSandbox(api_key=api_key, public_key_pem=public_pem, item_count=ITEM_COUNT) as sandbox:
-            installation = SelftestInstallation(root, sandbox, private_pem, instance=None)  # type: ignore[arg-type]
-            with temporary_environment({**installation.env(), **MATRIX_ENV}):
-                installation.instance = dg.DagsterInstance.from_config(str(home))
+            with temporary_environment({**installation_env(root, sandbox, private_pem), **MATRIX_ENV}):
+                instance = dg.DagsterInstance.from_config(str(home))
                 try:
-                    yield installation
+                    yield SelftestInstallation(root, sandbox, private_pem, instance)
                 finally:
-                    installation.instance.dispose()
+                    instance.dispose()
     finally:
         os.environ.update(removed)
 
