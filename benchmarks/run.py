@@ -314,8 +314,9 @@ def _profile_materialize(variant: tuple[list[str], dict[str, str], Path], items:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     output = RESULTS_DIR / f"profile-daily-{items}.html"
     _progress(f"profiling one daily run of {items:,} balances with pyinstrument -> {output}")
-    profiled = [PYTHON, "-m", "pyinstrument", "-i", "0.001", "-r", "html", "-o", str(output), "-m", "balances_etl.cli",
-                *argv[3:]]
+    # main() rather than the command's entry point, which exits without returning to the profiler.
+    profiled = [PYTHON, "-m", "pyinstrument", "-i", "0.001", "-r", "html", "-o", str(output),
+                "-c", "import sys; from balances_etl.cli import main; sys.exit(main())", *argv[3:]]
     run = run_child(profiled, env=env, cwd=home, log_dir=home / "logs" / "profile")
     if run.returncode != 0:
         _progress(f"profiling failed: {run.stderr[-2000:]}")

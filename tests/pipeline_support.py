@@ -198,9 +198,10 @@ def before(module, name, call=1):
 
 import balances_etl.defs.assets as assets
 import balances_etl.storage.parquet as parquet
+import balances_etl.storage.raw as raw
 import balances_etl.storage.warehouse as warehouse
 {
-    "after-landing": lambda: after(assets, "land_raw_pages"),
+    "after-landing": lambda: after(raw.RawLanding, "publish"),
     "parquet-temp-written": lambda: after(parquet.pq, "write_table"),
     "parquet-published": lambda: after(assets, "publish_partition"),
     "duckdb-rows-inserted": lambda: before(warehouse, "replace_ledger_table"),

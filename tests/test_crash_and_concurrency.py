@@ -131,6 +131,26 @@ def test_sigkill_at_a_precise_point_leaves_everything_whole_and_a_rerun_complete
     assert no_secrets(pipeline, {**first.output(), **killed.output(), **rerun.output()}) == []
 
 
+def test_a_run_whose_process_died_before_starting_it_is_failed_by_the_next_run(pipeline: Pipeline) -> None:
+    """A kill between Dagster creating the run and starting it leaves it NOT_STARTED, not running."""
+    from balances_etl.definitions import defs
+    from balances_etl.names import DAILY_JOB
+    from balances_etl.processes import this_host
+    from balances_etl.runner import HOST_TAG, PID_TAG
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = pipeline.instance.create_run_for_job(
+        defs.resolve_job_def(DAILY_JOB), tags={HOST_TAG: this_host(), PID_TAG: str(dead.pid)}
+    )
+    assert orphan.status.value == "NOT_STARTED"
+    day = yesterday()
+    serve(pipeline, day, 3)
+    assert_ok(materialize(pipeline, day))
+    assert pipeline.instance.get_run_by_id(orphan.run_id).status.value == "FAILURE"
+    assert_unfinished_runs_are_closed(pipeline)
+
+
 @pytest.mark.slow
 def test_sigkill_at_many_random_instants(pipeline: Pipeline) -> None:
     seed = int(os.environ.get("CRASH_SEED", "20261124"))
@@ -354,7 +374,7 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 
 # Where the disk fills up: the function about to write, and the Dagster step that then fails.
 FULL_DISK_STAGES = {
-    "raw-landing": ("balances_etl.defs.assets", "land_raw_pages", "snapshot_balances"),
+    "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "snapshot_balances"),
     "parquet-write": ("pyarrow.parquet", "write_table", "snapshot_balances"),
     "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balance_snapshots"),
     "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balance_snapshots"),

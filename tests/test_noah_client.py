@@ -444,6 +444,36 @@ def test_unknown_currency_is_not_the_clients_business(harness: Harness) -> None:
     assert harness.fetch().columns.crypto_currency[1] not in {"BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST"}
 
 
+def test_each_page_is_handed_on_once_in_order_while_the_next_one_is_in_flight(paged: Harness) -> None:
+    """The landing writes page N while NOAH prepares page N+1: one page of read-ahead, no more."""
+    transport = RecordingTransport(paged.config.base_url)
+    handed: list[tuple[int, int]] = []  # (page handed on, requests sent by then)
+    with NoahClient(paged.config, transport=transport) as client:
+        snapshot = client.fetch_snapshot(on_page=lambda page: handed.append((page.page_number, len(transport.sent))))
+    transport.close()
+    assert handed == [(1, 2), (2, 3), (3, 3)]
+    assert [page.page_number for page in snapshot.pages] == [1, 2, 3]
+
+
+def test_a_failing_page_consumer_stops_the_fetch_with_its_own_error(paged: Harness) -> None:
+    def disk_full(page: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with paged.client() as client, pytest.raises(OSError, match="No space left") as caught:
+        client.fetch_snapshot(on_page=disk_full)
+    assert not isinstance(caught.value, NoahError)  # not mistaken for a network failure, so not retried
+    # Page 2 was in flight (NOAH may not have finished it when the connection closed); nothing retried.
+    assert [r.page_number for r in paged.requests] in ([1], [1, 2]) and paged.sleep.waits == []
+
+
+def test_invalid_items_are_never_handed_on(paged: Harness) -> None:
+    paged.sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, page=2, item_index=5, field="Total", value="1e5"))
+    handed: list[int] = []
+    with paged.client() as client, pytest.raises(PageValidationError, match="NOAH page 2 item 5 field Total"):
+        client.fetch_snapshot(on_page=lambda page: handed.append(page.page_number))
+    assert handed == [1]
+
+
 # validation: bad data is named precisely and never retried
 
 
@@ -452,7 +482,10 @@ def validation_error(harness: Harness, fault: Fault) -> PageValidationError:
     harness.sandbox.add_fault(fault)
     error = harness.fail(PageValidationError)
     assert [r.status for r in harness.requests][-1] == 200
-    assert len(harness.requests) == fault.page and harness.sleep.waits == []  # not retried
+    # Not retried: the bad page was asked for once; the next one may have been in flight already
+    # (items are checked while it is), and is not asked for again either.
+    requested = [r.page_number for r in harness.requests]
+    assert requested in ([*range(1, fault.page + 1)], [*range(1, fault.page + 2)]) and harness.sleep.waits == []
     return error
 
 

@@ -32,7 +32,7 @@ from balances_etl.schema import ARROW_SCHEMA, COLUMN_NAMES
 from balances_etl.storage import (
     LoadResult,
     connect_read_only,
-    land_raw_pages,
+    RawLanding,
     latest_raw_landing,
     load_partition,
     partition_path,
@@ -172,6 +172,15 @@ class FakePage:
         self.query = self.query or {"PageSize": "2", "PageToken": f"tok{self.page_number}"}
 
 
+def land_raw_pages(
+    data_dir: Path, day: date, taken_at: datetime, run_id: str, pages: list[FakePage], stats: dict[str, object]
+) -> Path:
+    with RawLanding(data_dir, day, taken_at, run_id) as landing:
+        for page in pages:
+            landing.add_page(page)
+        return landing.publish(stats)
+
+
 BODIES = (b'{"Items": [{"Total": "0.10", "Available": "+.5"}]}\r\n', b"\x00\xff not even utf-8 \xfe", b"")
 
 
@@ -200,6 +209,42 @@ def test_raw_landing_round_trip(data_dir: Path) -> None:
     with pytest.raises(FileExistsError):
         land_raw_pages(data_dir, DAY1, taken_at, "0123456789abcdef", pages, {})
     assert not list((data_dir / "raw" / "balances").glob(".staging-*"))
+
+
+def test_an_unpublished_landing_leaves_nothing_and_a_killed_ones_staging_is_removed_later(data_dir: Path) -> None:
+    pages = [FakePage(i + 1, body) for i, body in enumerate(BODIES)]
+    with pytest.raises(RuntimeError), RawLanding(data_dir, DAY1, datetime.now(UTC), "run-00000001") as landing:
+        landing.add_page(pages[0])
+        raise RuntimeError("the fetch failed half-way")
+    assert not list((data_dir / "raw" / "balances").iterdir())
+
+    # A process killed mid-landing leaves its staging directory; a live one's must survive.
+    dead = subprocess.run(
+        [sys.executable, "-c", KILLED_LANDING, str(data_dir)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    def stagings() -> list[str]:
+        return [p.name for p in (data_dir / "raw" / "balances").glob(".staging-*")]
+
+    assert len(stagings()) == 1 and dead in stagings()[0]
+    alive = RawLanding(data_dir, DAY1, datetime.now(UTC), "run-00000002")  # removes the dead run's staging
+    alive.add_page(pages[0])
+    assert len(stagings()) == 1 and dead not in stagings()[0]
+    later = land_raw_pages(data_dir, DAY2, datetime.now(UTC), "run-00000003", pages, {})
+    assert len(stagings()) == 1 and dead not in stagings()[0]  # the live landing's staging stays
+    assert read_raw_bodies(alive.publish({})) == [BODIES[0]] and read_raw_bodies(later) == list(BODIES)
+    assert stagings() == []
+
+
+# Starts a landing, writes a page, prints its staging directory name and exits without cleaning up.
+KILLED_LANDING = """
+import os, sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from balances_etl.storage.raw import RawLanding
+landing = RawLanding(Path(sys.argv[1]), date(2026, 11, 20), datetime.now(UTC), "run-killed01")
+print(f"-{os.getpid()}-")
+os._exit(0)
+"""
 
 
 def test_raw_tampered_page_is_detected(data_dir: Path) -> None:

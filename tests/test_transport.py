@@ -154,6 +154,27 @@ def test_keep_alive_is_reused_and_reopened_after_the_server_closes_it(
     transport.close()
 
 
+def test_work_while_waiting_runs_after_sending_and_its_errors_pass_through(
+    server: ThreadingHTTPServer, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    transport = HttpClientTransport(url_of(server))
+    requests_seen: list[int] = []
+    response = transport.get(url_of(server), {}, TIMEOUT, lambda: requests_seen.append(len(server.seen)))
+    assert response.status == 200
+    # The server may not have parsed the request yet, but it was sent: it is never sent after the work.
+    assert requests_seen in ([0], [1])
+
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left") as caught:
+        transport.get(url_of(server), {}, TIMEOUT, disk_full)
+    assert not isinstance(caught.value, TransportError)  # the caller's failure, not the network's
+    assert transport.get(url_of(server), {}, TIMEOUT).status == 200  # the unread response was dropped
+    assert len(server.seen) == 3
+    transport.close()
+
+
 def test_gzip_bodies_are_decoded(server: ThreadingHTTPServer, no_proxy_env: pytest.MonkeyPatch) -> None:
     transport = HttpClientTransport(url_of(server))
     response = transport.get(url_of(server, path="/v1/balances?as=gzip"), {}, TIMEOUT)

@@ -27,9 +27,15 @@ class RecordingTransport:
         self.sent: list[SentRequest] = []
         self.responses: list[HttpResponse] = []
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> HttpResponse:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        while_waiting: Callable[[], None] | None = None,
+    ) -> HttpResponse:
         self.sent.append(SentRequest(url, dict(headers), timeout))
-        response = self._inner.get(url, headers, timeout)
+        response = self._inner.get(url, headers, timeout, while_waiting)
         self.responses.append(response)
         return response
 
@@ -44,9 +50,17 @@ class ScriptedTransport:
         self._answer = answer
         self.sent: list[SentRequest] = []
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> HttpResponse:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        while_waiting: Callable[[], None] | None = None,
+    ) -> HttpResponse:
         request = SentRequest(url, dict(headers), timeout)
         self.sent.append(request)
+        if while_waiting is not None:
+            while_waiting()
         return self._answer(request)
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from balances_etl.names import (
 from balances_etl.noah import BalanceSnapshot, NoahError, ReplaySource
 from balances_etl.reconciliation import reconcile_day
 from balances_etl.storage.parquet import publish_partition, read_partition
-from balances_etl.storage.raw import land_raw_pages, latest_raw_landing, read_raw_bodies, read_raw_manifest
+from balances_etl.storage.raw import RawLanding, latest_raw_landing, read_raw_bodies, read_raw_manifest
 from balances_etl.storage.warehouse import connect_read_only, load_partition
 from balances_etl.timing import SnapshotTimingError, snapshot_timing
 from balances_etl.transforms.checks import CheckOutcome, evaluate_snapshot_checks
@@ -159,44 +159,40 @@ def snapshot_balances(
             timing = snapshot_timing(day, now, lateness=settings.lateness, allow_late=config.allow_late)
         except SnapshotTimingError as err:
             raise dg.Failure(description=str(err)) from None
-        try:
-            with noah.open_client(noah_config) as client:
-                snapshot = client.fetch_snapshot()
-        except NoahError as err:
-            raise dg.Failure(description=str(err)) from None
         environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-landing") as pool:
-            landing_job = pool.submit(
-                land_raw_pages,
-                settings.data_dir,
-                day,
-                taken_at,
-                context.run_id,
-                snapshot.pages,
-                {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late},
-            )
-            # While the pages are written and fsynced (waiting on the disk), normalize and check them
-            # in memory (CPU). Nothing is published before the landing is, and a failure of either is
-            # reported in the order of the steps: the landing's first.
-            if dg.AssetKey(PARQUET_ASSET) in selected:
-                try:
-                    checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
-                except Exception as error:  # noqa: BLE001 - re-raised below, once the landing is done
-                    checked = error
-            landing = landing_job.result()
+        # Each page is written to the landing's staging directory while the next one is fetched.
+        with RawLanding(settings.data_dir, day, taken_at, context.run_id) as landing:
+            try:
+                with noah.open_client(noah_config) as client:
+                    snapshot = client.fetch_snapshot(on_page=landing.add_page)
+            except NoahError as err:
+                raise dg.Failure(description=str(err)) from None
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-landing") as pool:
+                landing_job = pool.submit(
+                    landing.publish, {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late}
+                )
+                # While the landing is made durable (waiting on the disk), normalize and check the
+                # pages in memory (CPU). Nothing is published before the landing is, and a failure of
+                # either is reported in the order of the steps: the landing's first.
+                if dg.AssetKey(PARQUET_ASSET) in selected:
+                    try:
+                        checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                    except Exception as error:  # noqa: BLE001 - re-raised below, once the landing is done
+                        checked = error
+                landed = landing_job.result()
         yield dg.MaterializeResult(
             asset_key=RAW_ASSET,
             metadata=_snapshot_metadata(
                 snapshot,
-                {"landing": dg.MetadataValue.path(str(landing)), "snapshot_at": taken_at.isoformat(), "is_late": is_late},
+                {"landing": dg.MetadataValue.path(str(landed)), "snapshot_at": taken_at.isoformat(), "is_late": is_late},
             ),
         )
     else:
-        landing = latest_raw_landing(settings.data_dir, day)
-        if landing is None:
+        landed = latest_raw_landing(settings.data_dir, day)
+        if landed is None:
             raise dg.Failure(description=f"No raw landing for {day}: materialize {RAW_ASSET} for that day first.")
-        manifest = read_raw_manifest(landing)
-        snapshot = ReplaySource(read_raw_bodies(landing)).fetch_snapshot()
+        manifest = read_raw_manifest(landed)
+        snapshot = ReplaySource(read_raw_bodies(landed)).fetch_snapshot()
         environment = manifest.stats["environment"]
         is_late = bool(manifest.stats["is_late"])
         taken_at = manifest.taken_at

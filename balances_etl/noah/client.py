@@ -19,6 +19,7 @@ Retry policy, per page:
 from __future__ import annotations
 
 import email.utils
+import functools
 import importlib.metadata
 import logging
 import random
@@ -131,29 +132,35 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self) -> BalanceSnapshot:
+    def fetch_snapshot(self, on_page: Callable[[RawPage], None] | None = None) -> BalanceSnapshot:
         """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
 
+        Pipelined one page deep: once a page's envelope and next token are checked, the next page
+        is requested, and this page's items are validated and handed to ``on_page`` while NOAH
+        prepares it. Pages reach ``on_page`` in order, each once, and only when valid.
         On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
         assembler = SnapshotAssembler(max_pages=self.config.max_pages)
         started = self._clock()
         token: str | None = None
         page_number = 0
+        unfinished: Callable[[], None] | None = None  # the previous page's items, still to be taken in
         try:
             while True:
                 page_number += 1
                 query = {"PageSize": str(self.config.page_size)}
                 if token is not None:
                     query["PageToken"] = token
-                page, document, secrets = self._fetch_page(page_number, query, assembler.stats)
-                token = assembler.accept(page, document, secrets)
+                page, document, secrets = self._fetch_page(page_number, query, assembler.stats, unfinished)
+                token = assembler.next_token(page_number, document, secrets)
+                unfinished = functools.partial(_take_in, assembler, page, document, secrets, on_page)
                 if token is None:
+                    unfinished()
                     break
         except NoahError as error:
             error.stats = assembler.stats
             logger.info("NOAH balances snapshot (%s) failed on page %d after %d attempts: %s",
-                        self.config.environment, page_number, assembler.stats.attempts, error)
+                        self.config.environment, error.page_number or page_number, assembler.stats.attempts, error)
             raise
         stats = assembler.stats
         logger.info(
@@ -164,16 +171,29 @@ class NoahClient:
         return assembler.snapshot()
 
     def _fetch_page(
-        self, page_number: int, query: dict[str, str], stats: SnapshotStats
+        self, page_number: int, query: dict[str, str], stats: SnapshotStats, meanwhile: Callable[[], None] | None
     ) -> tuple[RawPage, object, tuple[str, ...]]:
-        """One page, retried; returns the page, its decoded JSON and the secrets to redact from it."""
+        """One page, retried; returns the page, its decoded JSON and the secrets to redact from it.
+
+        ``meanwhile`` runs exactly once: while the first attempt's request is in flight, or right
+        after that attempt when the request could not be sent. What it raises wins.
+        """
+        pending = [meanwhile] if meanwhile is not None else []
+
+        def run_pending() -> None:
+            if pending:
+                pending.pop()()
+
         attempt = 0
         while True:
             attempt += 1
             stats.attempts += 1
             signature = self._signer.sign("GET", self._path, query) if self._signer is not None else None
             secrets = (self.config.api_key,) if signature is None else (self.config.api_key, signature)
-            outcome = self._attempt(page_number, attempt, query, signature, secrets, stats)
+            try:
+                outcome = self._attempt(page_number, attempt, query, signature, secrets, stats, run_pending)
+            finally:
+                run_pending()
             if not isinstance(outcome, NoahError):
                 return (*outcome, secrets)
             wait = self._wait_before_retry(outcome, attempt, stats)
@@ -190,6 +210,7 @@ class NoahClient:
         signature: str | None,
         secrets: tuple[str, ...],
         stats: SnapshotStats,
+        while_waiting: Callable[[], None],
     ) -> tuple[RawPage, object] | NoahError:
         """One request. Returns the page, or the retryable failure; raises failures that must not be retried."""
         headers = {"X-Api-Key": self.config.api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
@@ -197,13 +218,22 @@ class NoahClient:
             headers["Api-Signature"] = signature
         # Encode the query ourselves so the wire carries exactly the signed queryParams.
         url = f"{self._url}?{urlencode(query, quote_via=quote, safe='')}"
+        ours = [0.0]  # seconds spent in while_waiting: not part of the request's time
+
+        def timed_while_waiting() -> None:
+            begun = self._clock()
+            try:
+                while_waiting()
+            finally:
+                ours[0] += self._clock() - begun
+
         started = self._clock()
         try:
-            response = self._transport.get(url, headers, self._timeout)
+            response = self._transport.get(url, headers, self._timeout, timed_while_waiting)
         except TransportError as error:
             logger.debug("NOAH page %d attempt %d: %s", page_number, attempt, error.reason)
             return NoahConnectionError(error.reason, page_number=page_number)
-        elapsed = self._clock() - started
+        elapsed = self._clock() - started - ours[0]
         body = response.body
         logger.debug("NOAH page %d attempt %d: HTTP %d, %d bytes in %.3f s",
                      page_number, attempt, response.status, len(body), elapsed)
@@ -270,6 +300,19 @@ class NoahClient:
                 failure.reason, page_number=failure.page_number, body_prefix=failure.body_prefix, attempts=attempt
             )
         raise RetriesExhausted(failure, attempts=attempt, waited_seconds=stats.total_wait_seconds, why=why)
+
+
+def _take_in(
+    assembler: SnapshotAssembler,
+    page: RawPage,
+    document: object,
+    secrets: tuple[str, ...],
+    on_page: Callable[[RawPage], None] | None,
+) -> None:
+    """The second half of taking a page: its items validated and kept, then the page handed on."""
+    assembler.add(page, document, secrets)
+    if on_page is not None:
+        on_page(page)
 
 
 def _error_fields(body: bytes) -> dict[str, object]:

@@ -205,7 +205,9 @@ def token_label(token: str) -> str:
 class SnapshotAssembler:
     """Accumulates validated pages into a :class:`BalanceSnapshot` and polices the token chain.
 
-    ``accept`` returns the next page token, or None when the chain ends (token absent, "" or null).
+    A page is taken in two halves, so a client can ask for the next page in between:
+    ``next_token`` checks the page's envelope and its token (None when the chain ends: token
+    absent, "" or null), ``add`` checks its items and keeps them. ``accept`` does both.
     """
 
     def __init__(self, *, max_pages: int | None) -> None:
@@ -216,26 +218,35 @@ class SnapshotAssembler:
         self._token_first_seen: dict[str, int] = {}
 
     def accept(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> str | None:
-        next_token, fields = _validated_page(document, page.page_number, secrets)
-        self._append(page, fields)
+        token = self.next_token(page.page_number, document, secrets)
+        self.add(page, document, secrets)
+        return token
+
+    def next_token(self, page_number: int, document: object, secrets: Sequence[str] = ()) -> str | None:
+        """The page's next token once envelope, cycle and page cap are checked; its items are not yet."""
+        next_token = _page_token(document, page_number, secrets)
         if next_token is None:
             return None
-        first_seen = self._token_first_seen.setdefault(next_token, page.page_number)
-        if first_seen != page.page_number:
+        first_seen = self._token_first_seen.setdefault(next_token, page_number)
+        if first_seen != page_number:
             raise PaginationError(
-                f"token cycle at page {page.page_number} (token first seen on page {first_seen}): NOAH returned "
+                f"token cycle at page {page_number} (token first seen on page {first_seen}): NOAH returned "
                 f"page token {redact(token_label(next_token), secrets)} again, so pagination would never end",
-                page_number=page.page_number,
+                page_number=page_number,
             )
-        if self.max_pages is not None and page.page_number >= self.max_pages:
+        if self.max_pages is not None and page_number >= self.max_pages:
             raise PaginationError(
-                f"page {page.page_number} still has a next page token, but a snapshot may take at most "
+                f"page {page_number} still has a next page token, but a snapshot may take at most "
                 f"{self.max_pages} pages (NOAH_MAX_PAGES)",
-                page_number=page.page_number,
+                page_number=page_number,
             )
         return next_token
 
-    def _append(self, page: RawPage, fields: _ItemFields) -> None:
+    def add(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> None:
+        """Validate the items of a page whose envelope ``next_token`` accepted, and keep them."""
+        if page.page_number != self.stats.pages + 1:
+            raise ValueError(f"page {page.page_number} added after {self.stats.pages} pages: pages are added in order")
+        fields = _item_columns(document[ITEMS], page.page_number, secrets)  # type: ignore[index]
         columns = self._columns
         account_type, crypto_currency, available, total = fields
         count = len(account_type)
@@ -264,36 +275,38 @@ def _repeated_pairs(columns: BalanceColumns) -> int:
     return pairs.num_rows - pairs.group_by(["account_type", "crypto_currency"]).aggregate([]).num_rows
 
 
-def _validated_page(document: object, page_number: int, secrets: Sequence[str]) -> tuple[str | None, _ItemFields]:
-    """Check a decoded page against ``GetBalancesResponse``; return its next token (None at the end)
-    and the items' fields column by column.
+def _invalid(reason: str, page_number: int, secrets: Sequence[str], item_index: int | None = None,
+             field: str | None = None) -> PageValidationError:
+    return PageValidationError(snippet(reason, secrets), page_number=page_number, item_index=item_index, field=field)
 
-    Unknown fields are allowed (NOAH adds fields over time); everything we read is checked.
-    """
 
-    def invalid(reason: str, item_index: int | None = None, field: str | None = None) -> PageValidationError:
-        return PageValidationError(
-            snippet(reason, secrets), page_number=page_number, item_index=item_index, field=field
-        )
-
+def _page_token(document: object, page_number: int, secrets: Sequence[str]) -> str | None:
+    """Check a decoded page's envelope against ``GetBalancesResponse``; return its next token (None
+    at the end). Unknown fields are allowed (NOAH adds fields over time); everything we read is checked."""
     if not isinstance(document, dict):
-        raise invalid(f"expected a JSON object, got {_json_type(document)}")
+        raise _invalid(f"expected a JSON object, got {_json_type(document)}", page_number, secrets)
     if ITEMS not in document:
-        raise invalid("required field is missing", field=ITEMS)
+        raise _invalid("required field is missing", page_number, secrets, field=ITEMS)
     items = document[ITEMS]
     if not isinstance(items, list):
-        raise invalid(f"expected an array, got {_json_type(items)}", field=ITEMS)
+        raise _invalid(f"expected an array, got {_json_type(items)}", page_number, secrets, field=ITEMS)
     token = document.get(PAGE_TOKEN)
     if token is not None and not isinstance(token, str):
-        raise invalid(f"expected a string or null, got {_json_type(token)}", field=PAGE_TOKEN)
+        raise _invalid(f"expected a string or null, got {_json_type(token)}", page_number, secrets, field=PAGE_TOKEN)
+    return token or None
+
+
+def _item_columns(items: list[object], page_number: int, secrets: Sequence[str]) -> _ItemFields:
+    """The items' fields column by column, each item checked against ``Balance``; the first invalid
+    one is named (page, index, field, reason)."""
     fields = _valid_item_fields(items)
     if fields is None:  # some item is invalid (or the fast path could not tell): find and name it
         for index, item in enumerate(items):
             if not _item_is_valid(item):
                 field, reason = _item_problem(item)
-                raise invalid(reason, index, field)
-        fields = tuple([item[name] for item in items] for name in IDENTIFIER_FIELDS + AMOUNT_FIELDS)  # type: ignore[assignment]
-    return token or None, fields  # type: ignore[return-value]
+                raise _invalid(reason, page_number, secrets, index, field)
+        fields = tuple([item[name] for item in items] for name in IDENTIFIER_FIELDS + AMOUNT_FIELDS)  # type: ignore[assignment,index]
+    return fields  # type: ignore[return-value]
 
 
 def _valid_item_fields(items: list[object]) -> _ItemFields | None:

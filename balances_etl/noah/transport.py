@@ -30,7 +30,8 @@ import socket
 import ssl
 import urllib.request
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -60,7 +61,16 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> HttpResponse: ...
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        while_waiting: Callable[[], None] | None = None,
+    ) -> HttpResponse:
+        """One GET. ``while_waiting`` runs once the request is sent, before the response is read
+        (so the caller's work overlaps the server's); what it raises propagates unchanged."""
+        ...
 
     def close(self) -> None: ...
 
@@ -108,7 +118,13 @@ class HttpClientTransport:
             self._proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
         self._connection: http.client.HTTPConnection | None = None
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]) -> HttpResponse:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        while_waiting: Callable[[], None] | None = None,
+    ) -> HttpResponse:
         target = urlsplit(url)
         if (target.hostname, target.port or self._port) != (self._host, self._port):
             raise ValueError("this transport serves one host: the NOAH base URL's")
@@ -116,14 +132,18 @@ class HttpClientTransport:
         path = url if plain_http_proxy else (target.path + (f"?{target.query}" if target.query else ""))
         request_headers = {**headers, **(self._proxy_headers if plain_http_proxy else {})}
         connection = self._connect(timeout)
-        try:
+        with self._closed_on_failure(timeout):
             connection.request("GET", path, headers=request_headers)
+        if while_waiting is not None:
+            try:
+                while_waiting()
+            except BaseException:
+                self.close()  # the response is never read: this connection cannot carry another request
+                raise
+        with self._closed_on_failure(timeout):
             response = connection.getresponse()
             body = response.read()
             status, response_headers = response.status, response.headers
-        except (OSError, http.client.HTTPException) as error:
-            self.close()  # the connection's state is unknown: the next attempt opens a new one
-            raise TransportError(_failure(error, "read", timeout[1])) from None
         if response.will_close:
             self.close()
         encoding = (response_headers.get("Content-Encoding") or "").strip().lower()
@@ -133,6 +153,16 @@ class HttpClientTransport:
             except zlib.error:
                 raise TransportError(f"the body could not be decoded (Content-Encoding: {encoding})") from None
         return HttpResponse(status=status, headers=response_headers, body=body)
+
+    @contextmanager
+    def _closed_on_failure(self, timeout: tuple[float, float]) -> Iterator[None]:
+        """Socket and protocol failures become :class:`TransportError`; the connection is dropped,
+        since its state is unknown (the next attempt opens a new one)."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as error:
+            self.close()
+            raise TransportError(_failure(error, "read", timeout[1])) from None
 
     def close(self) -> None:
         if self._connection is not None:

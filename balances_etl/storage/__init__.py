@@ -2,9 +2,9 @@
 
 from balances_etl.storage.parquet import PartitionFile, partition_path, publish_partition, read_partition
 from balances_etl.storage.raw import (
+    RawLanding,
     RawManifest,
     RawPageLike,
-    land_raw_pages,
     latest_raw_landing,
     read_raw_bodies,
     read_raw_manifest,
@@ -21,11 +21,11 @@ from balances_etl.storage.warehouse import (
 __all__ = [
     "LoadResult",
     "PartitionFile",
+    "RawLanding",
     "RawManifest",
     "RawPageLike",
     "RebuildResult",
     "connect_read_only",
-    "land_raw_pages",
     "latest_raw_landing",
     "load_partition",
     "partition_path",

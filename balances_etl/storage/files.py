@@ -53,6 +53,20 @@ def write_file_durably(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def write_file_starting_writeback(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` and start writing it to disk without waiting for it.
+
+    For files written long before they must be durable: the ``fsync_path`` that follows finds
+    the bytes on disk already (Linux starts write-back on ``POSIX_FADV_DONTNEED``; elsewhere the
+    fsync simply does all the work).
+    """
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def temp_sibling(path: Path) -> Path:
     """A unique hidden temporary name next to ``path``; it never matches ``*.parquet``/``*.duckdb`` globs."""
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")

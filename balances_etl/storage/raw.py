@@ -1,9 +1,10 @@
 """Raw landing: every NOAH page body exactly as received, kept forever for audit and replay.
 
 Layout: ``raw/balances/snapshot_date=D/taken_at=<UTC compact ts>-<run_id8>/page-00001.json ...
-manifest.json``. A landing is assembled in ``raw/balances/.staging-<uuid>/`` and renamed into
-place in one step, so a landing directory either exists complete (with its manifest) or not at all.
-Landings are append-only: a second landing never replaces an earlier one.
+manifest.json``. A landing is assembled in ``raw/balances/.staging-<host>-<pid>-<random>/`` while
+the pages arrive and renamed into place in one step, so a landing directory either exists complete
+(with its manifest) or not at all. Landings are append-only: a second landing never replaces an
+earlier one.
 Only the fields below are stored; request headers (credentials, signatures) never are.
 """
 
@@ -23,12 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably
+from balances_etl.processes import process_alive, this_host
+from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably, write_file_starting_writeback
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,}")
-_LANDING_THREADS = 8  # concurrent page writes + fsyncs; the filesystem batches their journal commits
+_LANDING_THREADS = 8  # concurrent fsyncs; the filesystem batches their journal commits
+_STAGING_PREFIX = ".staging-"
 
 
 class RawPageLike(Protocol):
@@ -75,38 +78,72 @@ def landing_name(taken_at: datetime, run_id: str) -> str:
     return f"taken_at={taken_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}-{run_id[:8]}"
 
 
-def land_raw_pages(
-    data_dir: Path,
-    snapshot_date: date,
-    taken_at: datetime,
-    run_id: str,
-    pages: Sequence[RawPageLike],
-    stats: Mapping[str, object],
-) -> Path:
-    """Write every page body byte for byte plus a manifest, publish the landing atomically, return its path."""
-    day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
-    final = day_dir / landing_name(taken_at, run_id)
-    numbers = [page.page_number for page in pages]
-    if numbers != list(range(1, len(pages) + 1)):
-        raise ValueError(f"pages must be numbered 1..{len(pages)} in order, got {numbers}")
-    if final.exists():
-        raise FileExistsError(f"raw landing {final} already exists; landings are append-only")
+class RawLanding:
+    """One landing being written: pages are added as they arrive, then published in one rename.
 
-    staging = raw_root(data_dir) / f".staging-{uuid.uuid4().hex}"
-    make_dirs_durable(staging)
-    try:
-        for page in pages:
-            _check_hash(page)
-        _write_pages_durably(staging, pages)
-        _write_landing(staging, snapshot_date, taken_at, run_id, pages, stats)
-        make_dirs_durable(day_dir)
-        os.rename(staging, final)  # fails if ``final`` appeared meanwhile: never overwrites a landing
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    fsync_path(day_dir)
-    fsync_path(staging.parent)
-    return final
+    ``add_page`` writes a body into the hidden staging directory and starts its write-back without
+    waiting, so ``publish`` (fsync every file, write the manifest, rename into place) finds the
+    bytes mostly on disk already. As a context manager, a landing left unpublished is removed; a
+    killed process leaves its staging directory, which the next landing on this host removes.
+    """
+
+    def __init__(self, data_dir: Path, snapshot_date: date, taken_at: datetime, run_id: str) -> None:
+        self.snapshot_date, self.taken_at, self.run_id = snapshot_date, taken_at, run_id
+        self._day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
+        self.path = self._day_dir / landing_name(taken_at, run_id)
+        if self.path.exists():
+            raise FileExistsError(f"raw landing {self.path} already exists; landings are append-only")
+        remove_abandoned_stagings(data_dir)
+        self._staging = raw_root(data_dir) / f"{_STAGING_PREFIX}{_staging_owner()}-{uuid.uuid4().hex[:12]}"
+        make_dirs_durable(self._staging)
+        self._pages: list[RawPageLike] = []
+        self._published = False
+
+    def __enter__(self) -> RawLanding:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._published:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+    def add_page(self, page: RawPageLike) -> None:
+        """Write the next page's body (pages come numbered 1, 2, ...), checked against its sha256."""
+        if page.page_number != len(self._pages) + 1:
+            raise ValueError(f"page {page.page_number} added after {len(self._pages)} pages: pages come in order")
+        _check_hash(page)
+        write_file_starting_writeback(self._staging / page_file_name(page.page_number), page.body)
+        self._pages.append(page)
+
+    def publish(self, stats: Mapping[str, object]) -> Path:
+        """Make every page durable, write the manifest, move the landing into place; returns its path."""
+        _fsync_all([self._staging / page_file_name(page.page_number) for page in self._pages])
+        _write_landing(self._staging, self.snapshot_date, self.taken_at, self.run_id, self._pages, stats)
+        make_dirs_durable(self._day_dir)
+        os.rename(self._staging, self.path)  # fails if the landing appeared meanwhile: never overwrites one
+        self._published = True
+        fsync_path(self._day_dir)
+        fsync_path(self._staging.parent)
+        return self.path
+
+
+def remove_abandoned_stagings(data_dir: Path) -> list[Path]:
+    """Delete the staging directories of landings whose process on this host is gone; returns them."""
+    removed = []
+    for staging in raw_root(data_dir).glob(f"{_STAGING_PREFIX}*"):
+        owner = staging.name[len(_STAGING_PREFIX):].rsplit("-", 1)[0]
+        host, _, pid = owner.rpartition("-")
+        if host == _safe_host() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
+def _safe_host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", this_host())
+
+
+def _staging_owner() -> str:
+    return f"{_safe_host()}-{os.getpid()}"
 
 
 def _write_landing(
@@ -156,20 +193,18 @@ def _check_hash(page: RawPageLike) -> None:
         raise RawIntegrityError(f"page {page.page_number}: body sha256 {digest} differs from the client's {page.sha256}")
 
 
-def _write_pages_durably(staging: Path, pages: Sequence[RawPageLike]) -> None:
-    """Write and fsync every page file, several at a time; any failure is raised.
+def _fsync_all(paths: Sequence[Path]) -> None:
+    """fsync every file, several at a time; any failure is raised.
 
-    One fsync per file is what makes the landing durable; one after another they were most of the
-    landing's time (1,000 pages: 0.4-1.4 s on ext4, each waiting for its own journal commit).
-    Issued from a few threads, the filesystem commits them together (~0.2 s).
+    One after another, 1,000 fsyncs cost 0.4-1.4 s on ext4 (each waiting for its own journal
+    commit); issued from a few threads the filesystem commits them together.
     """
-    jobs = [(staging / page_file_name(page.page_number), page.body) for page in pages]
-    if len(jobs) <= 1:
-        for path, body in jobs:
-            write_file_durably(path, body)
+    if len(paths) <= 1:
+        for path in paths:
+            fsync_path(path)
         return
-    with ThreadPoolExecutor(max_workers=min(_LANDING_THREADS, len(jobs)), thread_name_prefix="raw-landing") as pool:
-        for _ in pool.map(lambda job: write_file_durably(*job), jobs):
+    with ThreadPoolExecutor(max_workers=min(_LANDING_THREADS, len(paths)), thread_name_prefix="raw-landing") as pool:
+        for _ in pool.map(fsync_path, paths):
             pass
 
 
