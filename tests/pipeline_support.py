@@ -196,14 +196,13 @@ def before(module, name, call=1):
         return original(*args, **kwargs)
     setattr(module, name, wrapper)
 
-import balances_etl.defs.assets as assets
 import balances_etl.storage.parquet as parquet
 import balances_etl.storage.raw as raw
 import balances_etl.storage.warehouse as warehouse
 {
     "after-landing": lambda: after(raw.RawLanding, "publish"),
     "parquet-temp-written": lambda: after(parquet.pq, "write_table"),
-    "parquet-published": lambda: after(assets, "publish_partition"),
+    "parquet-published": lambda: after(parquet.StagedPartition, "publish"),
     "duckdb-rows-inserted": lambda: before(warehouse, "replace_ledger_table"),
     "views-half-applied": lambda: before(warehouse, "_apply_view", call=3),
     "duckdb-committed": lambda: before(warehouse, "_verify", call=2),

@@ -105,6 +105,8 @@ def test_failing_blocking_check_publishes_nothing_and_keeps_earlier_data(pipelin
     assert Check.AVAILABLE_NOT_ABOVE_TOTAL in outcome.error
     assert "BTC_TEST" in outcome.error  # the offending row is named
     assert hashlib.sha256(partition_path(pipeline.data_dir, DAY).read_bytes()).hexdigest() == parquet_before
+    # The new partition, written while the checks ran, was thrown away with them.
+    assert not list(partition_path(pipeline.data_dir, DAY).parent.glob(".*.tmp-*"))
     assert pipeline.query("SELECT * FROM balance_snapshots ORDER BY snapshot_date, crypto_currency") == warehouse_before
     failed = {c.name for c in outcome.checks if not c.passed}
     assert failed >= {Check.AVAILABLE_NOT_ABOVE_TOTAL}

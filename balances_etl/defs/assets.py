@@ -9,6 +9,8 @@ snapshot_balances (one op, two assets)  ->  balance_snapshots (DuckDB)  ->  bala
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +31,7 @@ from balances_etl.names import (
 )
 from balances_etl.noah import BalanceSnapshot, NoahError, ReplaySource
 from balances_etl.reconciliation import reconcile_day
-from balances_etl.storage.parquet import publish_partition, read_partition
+from balances_etl.storage.parquet import StagedPartition, read_partition, staged_partition
 from balances_etl.storage.raw import RawLanding, latest_raw_landing, read_raw_bodies, read_raw_manifest
 from balances_etl.storage.warehouse import connect_read_only, load_partition
 from balances_etl.timing import SnapshotTimingError, snapshot_timing
@@ -151,17 +153,20 @@ def snapshot_balances(
     settings = storage.settings()
     day = partition_date(context)
     selected = context.selected_asset_keys
+    wants_parquet = dg.AssetKey(PARQUET_ASSET) in selected
+    checked: _Checked | Exception | None = None
 
-    if dg.AssetKey(RAW_ASSET) in selected:
-        noah_config = noah.config()
-        now = _now(config, noah_config.is_loopback)
-        try:
-            timing = snapshot_timing(day, now, lateness=settings.lateness, allow_late=config.allow_late)
-        except SnapshotTimingError as err:
-            raise dg.Failure(description=str(err)) from None
-        environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
-        # Each page is written to the landing's staging directory while the next one is fetched.
-        with RawLanding(settings.data_dir, day, taken_at, context.run_id) as landing:
+    with ExitStack() as unpublished:  # the landing's and the partition's temporaries, removed unless published
+        if dg.AssetKey(RAW_ASSET) in selected:
+            noah_config = noah.config()
+            now = _now(config, noah_config.is_loopback)
+            try:
+                timing = snapshot_timing(day, now, lateness=settings.lateness, allow_late=config.allow_late)
+            except SnapshotTimingError as err:
+                raise dg.Failure(description=str(err)) from None
+            environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
+            # Each page is written to the landing's staging directory while the next one is fetched.
+            landing = unpublished.enter_context(RawLanding(settings.data_dir, day, taken_at, context.run_id))
             try:
                 with noah.open_client(noah_config) as client:
                     snapshot = client.fetch_snapshot(on_page=landing.add_page)
@@ -171,69 +176,90 @@ def snapshot_balances(
                 landing_job = pool.submit(
                     landing.publish, {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late}
                 )
-                # While the landing is made durable (waiting on the disk), normalize and check the
-                # pages in memory (CPU). Nothing is published before the landing is, and a failure of
-                # either is reported in the order of the steps: the landing's first.
-                if dg.AssetKey(PARQUET_ASSET) in selected:
+                # While the landing is made durable (waiting on the disk), normalize, check and write
+                # the partition (CPU). Nothing is published before the landing is, and failures are
+                # reported in the order of the steps: the landing's first.
+                if wants_parquet:
                     try:
-                        checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                        checked = unpublished.enter_context(
+                            _checked_partition(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                        )
                     except Exception as error:  # noqa: BLE001 - re-raised below, once the landing is done
                         checked = error
                 landed = landing_job.result()
+            yield dg.MaterializeResult(
+                asset_key=RAW_ASSET,
+                metadata=_snapshot_metadata(
+                    snapshot,
+                    {"landing": dg.MetadataValue.path(str(landed)), "snapshot_at": taken_at.isoformat(), "is_late": is_late},
+                ),
+            )
+        else:
+            landed_before = latest_raw_landing(settings.data_dir, day)
+            if landed_before is None:
+                raise dg.Failure(description=f"No raw landing for {day}: materialize {RAW_ASSET} for that day first.")
+            manifest = read_raw_manifest(landed_before)
+            snapshot = ReplaySource(read_raw_bodies(landed_before)).fetch_snapshot()
+            environment = manifest.stats["environment"]
+            is_late = bool(manifest.stats["is_late"])
+            taken_at = manifest.taken_at
+            if wants_parquet:
+                checked = unpublished.enter_context(
+                    _checked_partition(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                )
+
+        if checked is None:  # the Parquet asset is not selected
+            return
+        if isinstance(checked, Exception):
+            raise checked
+        results = [_check_result(outcome) for outcome in checked.outcomes]
+        if checked.blocking_failures:
+            yield from results
+            raise dg.Failure(description=_blocking_failure_message(checked.blocking_failures, day))
+        assert checked.staged is not None  # present whenever no blocking check failed
+        published = checked.staged.publish()
+        frame = checked.frame
         yield dg.MaterializeResult(
-            asset_key=RAW_ASSET,
+            asset_key=PARQUET_ASSET,
             metadata=_snapshot_metadata(
                 snapshot,
-                {"landing": dg.MetadataValue.path(str(landed)), "snapshot_at": taken_at.isoformat(), "is_late": is_late},
+                {
+                    "dagster/row_count": len(frame),
+                    "dagster/column_schema": column_schema(),
+                    "preview": dg.MetadataValue.md(_preview(frame)),
+                    "path": dg.MetadataValue.path(str(published.path)),
+                    "bytes": published.bytes,
+                    "sha256": published.sha256,
+                    "snapshot_at": taken_at.isoformat(),
+                    "is_late": is_late,
+                    "environment": environment,
+                },
             ),
+            check_results=results,
         )
-    else:
-        landed = latest_raw_landing(settings.data_dir, day)
-        if landed is None:
-            raise dg.Failure(description=f"No raw landing for {day}: materialize {RAW_ASSET} for that day first.")
-        manifest = read_raw_manifest(landed)
-        snapshot = ReplaySource(read_raw_bodies(landed)).fetch_snapshot()
-        environment = manifest.stats["environment"]
-        is_late = bool(manifest.stats["is_late"])
-        taken_at = manifest.taken_at
-        if dg.AssetKey(PARQUET_ASSET) in selected:
-            checked = _normalize_and_check(snapshot, day, taken_at, is_late, environment, settings.data_dir)
-
-    if dg.AssetKey(PARQUET_ASSET) not in selected:
-        return
-    if isinstance(checked, Exception):
-        raise checked
-    frame, outcomes = checked
-    results = [_check_result(outcome) for outcome in outcomes]
-    failed = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
-    if failed:
-        yield from results
-        raise dg.Failure(description=_blocking_failure_message(failed, day))
-    published = publish_partition(settings.data_dir, day, frame)
-    yield dg.MaterializeResult(
-        asset_key=PARQUET_ASSET,
-        metadata=_snapshot_metadata(
-            snapshot,
-            {
-                "dagster/row_count": len(frame),
-                "dagster/column_schema": column_schema(),
-                "preview": dg.MetadataValue.md(_preview(frame)),
-                "path": dg.MetadataValue.path(str(published.path)),
-                "bytes": published.bytes,
-                "sha256": published.sha256,
-                "snapshot_at": taken_at.isoformat(),
-                "is_late": is_late,
-                "environment": environment,
-            },
-        ),
-        check_results=results,
-    )
 
 
-def _normalize_and_check(
+@dataclass(frozen=True)
+class _Checked:
+    """The day's normalized frame, its check outcomes and, unless a blocking check failed, its
+    partition written and verified but not yet published."""
+
+    frame: pd.DataFrame
+    outcomes: list[CheckOutcome]
+    staged: StagedPartition | None
+
+    @property
+    def blocking_failures(self) -> list[CheckOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.blocking and not outcome.passed]
+
+
+@contextmanager
+def _checked_partition(
     snapshot: BalanceSnapshot, day: dt.date, taken_at: dt.datetime, is_late: bool, environment: str, data_dir: Path
-) -> tuple[pd.DataFrame, list[CheckOutcome]]:
-    """The day's normalized frame and its check outcomes (nothing written)."""
+) -> Iterator[_Checked]:
+    """Normalize the snapshot, then check the frame while its partition is written and verified
+    (both mostly in Arrow, on two cores). A failed blocking check outranks a failed write: it says
+    more about the data. The staged partition is removed when the block ends unless published."""
     try:
         frame = normalize_snapshot(
             snapshot.columns.to_arrow(),
@@ -244,7 +270,18 @@ def _normalize_and_check(
         )
     except AmountValidationError as err:
         raise dg.Failure(description=str(err)) from None
-    return frame, evaluate_snapshot_checks(frame, read_partition(data_dir, day - dt.timedelta(days=1)))
+    previous = read_partition(data_dir, day - dt.timedelta(days=1))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as pool, ExitStack() as staging:
+        judged = pool.submit(evaluate_snapshot_checks, frame, previous)
+        try:
+            staged: StagedPartition | None = staging.enter_context(staged_partition(data_dir, day, frame))
+            write_error = None
+        except Exception as error:  # noqa: BLE001 - raised below unless a blocking check failed
+            staged, write_error = None, error
+        checked = _Checked(frame, judged.result(), staged)
+        if write_error is not None and not checked.blocking_failures:
+            raise write_error
+        yield checked
 
 
 def _now(config: SnapshotRunConfig, base_url_is_loopback: bool) -> dt.datetime:

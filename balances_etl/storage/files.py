@@ -91,11 +91,16 @@ def atomic_replace(path: Path) -> Iterator[Path]:
     tmp = temp_sibling(path)
     try:
         yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """Put the written file ``tmp`` in place of ``path`` in one step, durably (file, then directory)."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
     fsync_path(path.parent)
 
 

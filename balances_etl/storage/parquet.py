@@ -11,6 +11,8 @@ new file, and temporaries are hidden names that never match ``*.parquet``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,7 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from balances_etl.schema import ARROW_SCHEMA
-from balances_etl.storage.files import atomic_replace, exclusive_lock, make_dirs_durable, remove_stale_temps
+from balances_etl.storage.files import (
+    exclusive_lock,
+    make_dirs_durable,
+    remove_stale_temps,
+    replace_durably,
+    temp_sibling,
+)
 
 PARTITION_FILE = "data.parquet"
 COMPRESSION = "zstd"
@@ -61,6 +69,30 @@ def partition_dates(data_dir: Path) -> list[date]:
 
 def publish_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) -> PartitionFile:
     """Atomically write (or replace) the day's partition; the file is verified before it is published."""
+    with staged_partition(data_dir, snapshot_date, frame) as staged:
+        return staged.publish()
+
+
+class StagedPartition:
+    """A day's new partition, written and verified under a temporary name beside its place."""
+
+    def __init__(self, tmp: Path, file: PartitionFile) -> None:
+        self._tmp = tmp
+        self.file = file
+
+    def publish(self) -> PartitionFile:
+        """Put the partition in place of the day's previous one (if any), atomically and durably."""
+        replace_durably(self._tmp, self.file.path)
+        return self.file
+
+
+@contextmanager
+def staged_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) -> Iterator[StagedPartition]:
+    """Write and verify the day's partition under a temporary name, holding the day's publish lock.
+
+    ``publish()`` it inside the block, or it is removed when the block ends: the work of writing can
+    overlap other work (the checks) and still be thrown away if that work says no.
+    """
     table = pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False)
     # Store ARROW_SCHEMA only: the file is defined by our schema, not by pandas dtypes.
     table = table.replace_schema_metadata(None)
@@ -69,12 +101,16 @@ def publish_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) 
     make_dirs_durable(target.parent)
     with exclusive_lock(target.parent / ".publish.lock", _PUBLISH_LOCK_TIMEOUT_SECONDS):
         remove_stale_temps(target)
-        with atomic_replace(target) as tmp:
+        tmp = temp_sibling(target)
+        try:
             pq.write_table(table, str(tmp), compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
             data = tmp.read_bytes()
             if not pq.read_table(pa.BufferReader(data)).equals(table):
                 raise PartitionSchemaError(f"{tmp}: written file does not read back as the frame")
-    return PartitionFile(path=target, rows=table.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            sha256 = hashlib.sha256(data).hexdigest()
+            yield StagedPartition(tmp, PartitionFile(path=target, rows=table.num_rows, bytes=len(data), sha256=sha256))
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already once published
 
 
 def _check_partition_dates(table: pa.Table, snapshot_date: date) -> None:
