@@ -6,6 +6,7 @@ Used to clean up after runs that were killed (SIGKILL, OOM) without touching liv
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 
@@ -22,3 +23,14 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def owner_tag() -> str:
+    """``<host>-<pid>`` of this process, safe in a file name: names what a run leaves behind."""
+    return f"{re.sub(r'[^A-Za-z0-9.]', '_', this_host())}-{os.getpid()}"
+
+
+def left_by_dead_process(tag: str) -> bool:
+    """Whether ``tag`` (an :func:`owner_tag`) names a process of this host that is gone."""
+    host, _, pid = tag.rpartition("-")
+    return host == owner_tag().rpartition("-")[0] and pid.isdigit() and not process_alive(int(pid))

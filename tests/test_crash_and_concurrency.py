@@ -375,7 +375,7 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 # Where the disk fills up: the function about to write, and the Dagster step that then fails.
 FULL_DISK_STAGES = {
     "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "snapshot_balances"),
-    "parquet-write": ("pyarrow.parquet", "write_table", "snapshot_balances"),
+    "parquet-write": ("balances_etl.storage.parquet", "PartitionWriter.write", "snapshot_balances"),
     "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balance_snapshots"),
     "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balance_snapshots"),
 }
@@ -394,8 +394,11 @@ def test_a_full_disk_fails_cleanly_and_a_rerun_after_freeing_space_completes(
     new = serve(pipeline, day, 1500)
 
     module_name, function, step = FULL_DISK_STAGES[stage]
-    module = importlib.import_module(module_name)
-    original = getattr(module, function)
+    owner = importlib.import_module(module_name)
+    *owner_path, function = function.split(".")
+    for name in owner_path:  # a method: patched on its class
+        owner = getattr(owner, name)
+    original = getattr(owner, function)
     fillers: list[Path] = []
 
     def disk_fills_up_first(*args: object, **kwargs: object) -> object:
@@ -403,7 +406,7 @@ def test_a_full_disk_fails_cleanly_and_a_rerun_after_freeing_space_completes(
             fillers.append(fill(pipeline.data_dir, LEFT_FREE))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, function, disk_fills_up_first)
+    monkeypatch.setattr(owner, function, disk_fills_up_first)
     outcome = pipeline.run(day)
     monkeypatch.undo()
     for filler in fillers:

@@ -449,14 +449,14 @@ def test_each_page_is_handed_on_once_in_order_while_the_next_one_is_in_flight(pa
     transport = RecordingTransport(paged.config.base_url)
     handed: list[tuple[int, int]] = []  # (page handed on, requests sent by then)
     with NoahClient(paged.config, transport=transport) as client:
-        snapshot = client.fetch_snapshot(on_page=lambda page: handed.append((page.page_number, len(transport.sent))))
+        snapshot = client.fetch_snapshot(on_page=lambda page, items: handed.append((page.page_number, len(transport.sent), items.num_rows)))
     transport.close()
-    assert handed == [(1, 2), (2, 3), (3, 3)]
+    assert handed == [(1, 2, 100), (2, 3, 100), (3, 3, 50)]
     assert [page.page_number for page in snapshot.pages] == [1, 2, 3]
 
 
 def test_a_failing_page_consumer_stops_the_fetch_with_its_own_error(paged: Harness) -> None:
-    def disk_full(page: object) -> None:
+    def disk_full(page: object, items: object) -> None:
         raise OSError(28, "No space left on device")
 
     with paged.client() as client, pytest.raises(OSError, match="No space left") as caught:
@@ -470,7 +470,7 @@ def test_invalid_items_are_never_handed_on(paged: Harness) -> None:
     paged.sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, page=2, item_index=5, field="Total", value="1e5"))
     handed: list[int] = []
     with paged.client() as client, pytest.raises(PageValidationError, match="NOAH page 2 item 5 field Total"):
-        client.fetch_snapshot(on_page=lambda page: handed.append(page.page_number))
+        client.fetch_snapshot(on_page=lambda page, items: handed.append(page.page_number))
     assert handed == [1]
 
 
@@ -670,6 +670,26 @@ def test_wire_query_equals_signed_query_params_for_awkward_tokens(canned) -> Non
         assert request.headers["Accept"] == "application/json" and request.headers["User-Agent"] == USER_AGENT
         assert USER_AGENT.startswith("balances-etl/")
         assert request.timeout == (10, 60)
+
+
+@pytest.mark.parametrize(
+    "first_page, field",
+    [
+        (b'{"Items": [{"AccountType": "Current", "AccountType": "Other", "CryptoCurrency": "BTC_TEST", '
+         b'"Available": "1", "Total": "1"}], "PageToken": "next"}', "AccountType"),
+        (b'{"Items": [], "PageToken": "next", "PageToken": "other"}', "PageToken"),
+    ],
+)
+def test_a_repeated_json_key_fails_the_live_fetch_and_the_page_is_never_handed_on(
+    canned, first_page: bytes, field: str  # noqa: ANN001
+) -> None:
+    """The next page is requested on a lenient decode; the strict one runs while it is in flight."""
+    client, answers, transport, sleep = canned
+    answers += [(200, {}, first_page), (200, {}, page_body(None))]
+    handed: list[int] = []
+    with pytest.raises(PageValidationError, match=f"NOAH page 1 field {field}: .*repeats this key"):
+        client.fetch_snapshot(on_page=lambda page, items: handed.append(page.page_number))
+    assert handed == [] and len(transport.sent) == 2 and sleep.waits == []
 
 
 def test_redirects_are_not_followed(canned) -> None:  # noqa: ANN001

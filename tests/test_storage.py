@@ -43,7 +43,7 @@ from balances_etl.storage import (
     warehouse_path,
 )
 from balances_etl.storage.files import LockTimeoutError, exclusive_lock
-from balances_etl.storage.parquet import PartitionSchemaError, parquet_root
+from balances_etl.storage.parquet import PartitionSchemaError, PartitionWriter, parquet_root
 from balances_etl.storage import warehouse as warehouse_module
 from balances_etl.storage.raw import RawIntegrityError, read_raw_manifest
 from balances_etl.storage.warehouse import WarehouseLoadError, writer_path
@@ -306,17 +306,44 @@ def day_rows_from(relation: duckdb.DuckDBPyRelation) -> dict[date, int]:
     return dict(relation.aggregate("snapshot_date, count(*)", "snapshot_date").fetchall())
 
 
-def test_publish_refuses_rows_of_another_day_and_cleans_stale_temps(data_dir: Path) -> None:
+def test_publish_refuses_rows_of_another_day_and_leaves_no_file(data_dir: Path) -> None:
     with pytest.raises(PartitionSchemaError, match="other days"):
         publish_partition(data_dir, DAY1, make_frame(DAY2))
     assert read_partition(data_dir, DAY1) is None
-
-    stale = partition_path(data_dir, DAY1).parent / ".data.parquet.tmp-killedwriter"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"half a file")
+    assert writing_files(data_dir) == []
     publish_partition(data_dir, DAY1, make_frame(DAY1))
-    assert not stale.exists()
     assert sorted(p.name for p in partition_path(data_dir, DAY1).parent.iterdir()) == [".publish.lock", "data.parquet"]
+    assert writing_files(data_dir) == []
+
+
+def writing_files(data_dir: Path) -> list[str]:
+    return [p.name for p in parquet_root(data_dir).glob(".writing-*")]
+
+
+def test_a_killed_writers_unpublished_partition_is_removed_by_the_next_writer_not_a_live_ones(data_dir: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", KILLED_PARTITION_WRITER, str(data_dir)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert len(writing_files(data_dir)) == 1 and dead in writing_files(data_dir)[0]
+    with PartitionWriter(data_dir, DAY1) as live:  # removes the dead process's file
+        live.write(pa.Table.from_pandas(make_frame(DAY1), schema=ARROW_SCHEMA, preserve_index=False))
+        assert len(writing_files(data_dir)) == 1 and dead not in writing_files(data_dir)[0]
+        publish_partition(data_dir, DAY2, make_frame(DAY2))  # another writer meanwhile
+        assert len(writing_files(data_dir)) == 1  # the live writer's file stays
+        live.finish().publish()
+    assert writing_files(data_dir) == [] and read_partition(data_dir, DAY1).equals(make_frame(DAY1))
+
+
+# Starts a partition writer, writes nothing, prints its owner tag and exits without cleaning up.
+KILLED_PARTITION_WRITER = """
+import os, sys
+from datetime import date
+from pathlib import Path
+from balances_etl.storage.parquet import PartitionWriter
+writer = PartitionWriter(Path(sys.argv[1]), date(2026, 11, 20))
+print(f"-{os.getpid()}-")
+os._exit(0)
+"""
 
 
 # ---------------------------------------------------------------- warehouse
@@ -570,7 +597,7 @@ def test_sigkill_during_publish_partition_leaves_old_or_new_file(data_dir: Path)
         counted = duckdb.sql(f"SELECT count(*) FROM read_parquet('{partition_path(data_dir, DAY1)}')").fetchall()
         assert counted in ([(20_000,)], [(30_000,)])
     publish_partition(data_dir, DAY1, frames[0])
-    assert not list(partition_path(data_dir, DAY1).parent.glob(".*.tmp-*"))
+    assert writing_files(data_dir) == []  # the killed writers' files were removed by the next one
 
 
 def _load_forever(data_dir: Path, sql_dir: Path, done: mp.Value) -> None:

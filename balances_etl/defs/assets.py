@@ -9,15 +9,15 @@ snapshot_balances (one op, two assets)  ->  balance_snapshots (DuckDB)  ->  bala
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import ExitStack
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from balances_etl import schema
+from balances_etl.day_partition import CheckedPartition, DayPartitionBuilder
 from balances_etl.defs.partitions import daily_partitions, partition_date
 from balances_etl.defs.resources import NoahApiResource, PipelineStorageResource
 from balances_etl.markdown import markdown_table
@@ -29,14 +29,13 @@ from balances_etl.names import (
     WAREHOUSE_ASSET,
     Check,
 )
-from balances_etl.noah import BalanceSnapshot, NoahError, ReplaySource
+from balances_etl.noah import BalanceSnapshot, NoahError, RawPage, ReplaySource
 from balances_etl.reconciliation import reconcile_day
-from balances_etl.storage.parquet import StagedPartition, read_partition, staged_partition
 from balances_etl.storage.raw import RawLanding, latest_raw_landing, read_raw_bodies, read_raw_manifest
 from balances_etl.storage.warehouse import connect_read_only, load_partition
 from balances_etl.timing import SnapshotTimingError, snapshot_timing
-from balances_etl.transforms.checks import CheckOutcome, evaluate_snapshot_checks
-from balances_etl.transforms.normalize import AmountValidationError, normalize_snapshot
+from balances_etl.transforms.checks import CheckOutcome
+from balances_etl.transforms.normalize import AmountValidationError
 
 PREVIEW_ROWS = 10
 
@@ -154,7 +153,7 @@ def snapshot_balances(
     day = partition_date(context)
     selected = context.selected_asset_keys
     wants_parquet = dg.AssetKey(PARQUET_ASSET) in selected
-    checked: _Checked | Exception | None = None
+    checked: CheckedPartition | Exception | None = None
 
     with ExitStack() as unpublished:  # the landing's and the partition's temporaries, removed unless published
         if dg.AssetKey(RAW_ASSET) in selected:
@@ -165,25 +164,35 @@ def snapshot_balances(
             except SnapshotTimingError as err:
                 raise dg.Failure(description=str(err)) from None
             environment, taken_at, is_late = noah_config.environment, timing.taken_at, timing.is_late
-            # Each page is written to the landing's staging directory while the next one is fetched.
+            # Each page is landed, and its items normalized, checked and written in chunks, while the
+            # next page is fetched.
             landing = unpublished.enter_context(RawLanding(settings.data_dir, day, taken_at, context.run_id))
+            builder = None
+            if wants_parquet:
+                builder = unpublished.enter_context(
+                    DayPartitionBuilder(settings.data_dir, day, taken_at=taken_at, is_late=is_late, environment=environment)
+                )
+
+            def take_page(page: RawPage, items: pa.RecordBatch) -> None:
+                landing.add_page(page)
+                if builder is not None:
+                    builder.add(items)
+
             try:
                 with noah.open_client(noah_config) as client:
-                    snapshot = client.fetch_snapshot(on_page=landing.add_page)
+                    snapshot = client.fetch_snapshot(on_page=take_page)
             except NoahError as err:
                 raise dg.Failure(description=str(err)) from None
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-landing") as pool:
                 landing_job = pool.submit(
                     landing.publish, {**snapshot.stats.as_metadata(), "environment": environment, "is_late": is_late}
                 )
-                # While the landing is made durable (waiting on the disk), normalize, check and write
-                # the partition (CPU). Nothing is published before the landing is, and failures are
-                # reported in the order of the steps: the landing's first.
-                if wants_parquet:
+                # While the landing is made durable (waiting on the disk), finish the partition (CPU).
+                # Nothing is published before the landing is, and failures are reported in the
+                # order of the steps: the landing's first.
+                if builder is not None:
                     try:
-                        checked = unpublished.enter_context(
-                            _checked_partition(snapshot, day, taken_at, is_late, environment, settings.data_dir)
-                        )
+                        checked = _finished(builder)
                     except Exception as error:  # noqa: BLE001 - re-raised below, once the landing is done
                         checked = error
                 landed = landing_job.result()
@@ -204,9 +213,12 @@ def snapshot_balances(
             is_late = bool(manifest.stats["is_late"])
             taken_at = manifest.taken_at
             if wants_parquet:
-                checked = unpublished.enter_context(
-                    _checked_partition(snapshot, day, taken_at, is_late, environment, settings.data_dir)
+                builder = unpublished.enter_context(
+                    DayPartitionBuilder(settings.data_dir, day, taken_at=taken_at, is_late=is_late, environment=environment)
                 )
+                for items in snapshot.columns.batches():
+                    builder.add(items)
+                checked = _finished(builder)
 
         if checked is None:  # the Parquet asset is not selected
             return
@@ -239,49 +251,11 @@ def snapshot_balances(
         )
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """The day's normalized frame, its check outcomes and, unless a blocking check failed, its
-    partition written and verified but not yet published."""
-
-    frame: pd.DataFrame
-    outcomes: list[CheckOutcome]
-    staged: StagedPartition | None
-
-    @property
-    def blocking_failures(self) -> list[CheckOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.blocking and not outcome.passed]
-
-
-@contextmanager
-def _checked_partition(
-    snapshot: BalanceSnapshot, day: dt.date, taken_at: dt.datetime, is_late: bool, environment: str, data_dir: Path
-) -> Iterator[_Checked]:
-    """Normalize the snapshot, then check the frame while its partition is written and verified
-    (both mostly in Arrow, on two cores). A failed blocking check outranks a failed write: it says
-    more about the data. The staged partition is removed when the block ends unless published."""
+def _finished(builder: DayPartitionBuilder) -> CheckedPartition:
     try:
-        frame = normalize_snapshot(
-            snapshot.columns.to_arrow(),
-            snapshot_date=day,
-            snapshot_at=taken_at,
-            is_late=is_late,
-            environment=environment,
-        )
+        return builder.finish()
     except AmountValidationError as err:
         raise dg.Failure(description=str(err)) from None
-    previous = read_partition(data_dir, day - dt.timedelta(days=1))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as pool, ExitStack() as staging:
-        judged = pool.submit(evaluate_snapshot_checks, frame, previous)
-        try:
-            staged: StagedPartition | None = staging.enter_context(staged_partition(data_dir, day, frame))
-            write_error = None
-        except Exception as error:  # noqa: BLE001 - raised below unless a blocking check failed
-            staged, write_error = None, error
-        checked = _Checked(frame, judged.result(), staged)
-        if write_error is not None and not checked.blocking_failures:
-            raise write_error
-        yield checked
 
 
 def _now(config: SnapshotRunConfig, base_url_is_loopback: bool) -> dt.datetime:

@@ -31,6 +31,8 @@ from types import TracebackType
 from typing import NoReturn, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
+import pyarrow as pa
+
 from balances_etl.noah.config import NoahConfig
 from balances_etl.noah.errors import (
     AUTH_STATUSES,
@@ -65,6 +67,10 @@ def _user_agent() -> str:
 
 
 USER_AGENT = _user_agent()
+
+
+# Takes each valid page as received and its items (``pages.BALANCE_COLUMNS_SCHEMA``).
+PageConsumer = Callable[[RawPage, pa.RecordBatch], None]
 
 
 class BalancesSource(Protocol):
@@ -132,12 +138,13 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self, on_page: Callable[[RawPage], None] | None = None) -> BalanceSnapshot:
+    def fetch_snapshot(self, on_page: PageConsumer | None = None) -> BalanceSnapshot:
         """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
 
         Pipelined one page deep: once a page's envelope and next token are checked, the next page
-        is requested, and this page's items are validated and handed to ``on_page`` while NOAH
-        prepares it. Pages reach ``on_page`` in order, each once, and only when valid.
+        is requested, and this page is decoded strictly (repeated keys), its items validated and
+        the page handed to ``on_page`` with its items while NOAH prepares the next. Pages reach
+        ``on_page`` in order, each once, and only when valid.
         On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
         assembler = SnapshotAssembler(max_pages=self.config.max_pages)
@@ -153,7 +160,7 @@ class NoahClient:
                     query["PageToken"] = token
                 page, document, secrets = self._fetch_page(page_number, query, assembler.stats, unfinished)
                 token = assembler.next_token(page_number, document, secrets)
-                unfinished = functools.partial(_take_in, assembler, page, document, secrets, on_page)
+                unfinished = functools.partial(_take_in, assembler, page, secrets, on_page)
                 if token is None:
                     unfinished()
                     break
@@ -245,7 +252,8 @@ class NoahClient:
                 raise error
             return error
         try:
-            document = decode_body(body, page_number, secrets)
+            # Lenient here (the next token is all that is read now); _take_in decodes strictly.
+            document = decode_body(body, page_number, secrets, reject_duplicate_keys=False)
         except MalformedPageError as malformed:
             return malformed
         page = RawPage.received(
@@ -305,14 +313,14 @@ class NoahClient:
 def _take_in(
     assembler: SnapshotAssembler,
     page: RawPage,
-    document: object,
     secrets: tuple[str, ...],
-    on_page: Callable[[RawPage], None] | None,
+    on_page: PageConsumer | None,
 ) -> None:
-    """The second half of taking a page: its items validated and kept, then the page handed on."""
-    assembler.add(page, document, secrets)
+    """The second half of taking a page: decoded again, strictly (a repeated JSON key fails the
+    run here, while the next page is in flight), its items validated and kept, the page handed on."""
+    items = assembler.add(page, decode_body(page.body, page.page_number, secrets), secrets)
     if on_page is not None:
-        on_page(page)
+        on_page(page, items)
 
 
 def _error_fields(body: bytes) -> dict[str, object]:

@@ -96,16 +96,23 @@ class BalanceColumns:
     def __repr__(self) -> str:
         return f"BalanceColumns({self._rows} items on {len(self._batches)} pages)"
 
-    def add_page(self, page_number: int, fields: _ItemFields) -> None:
+    def add_page(self, page_number: int, fields: _ItemFields) -> pa.RecordBatch:
+        """Keep one page's items; returns them as a record batch."""
         account_type, crypto_currency, available, total = fields
         count = len(account_type)
         numbers = pa.array([page_number] * count, pa.int32())
         indexes = pa.array(range(count), pa.int32())
-        self._batches.append(
-            pa.record_batch([account_type, crypto_currency, available, total, numbers, indexes], schema=BALANCE_COLUMNS_SCHEMA)
+        batch = pa.record_batch(
+            [account_type, crypto_currency, available, total, numbers, indexes], schema=BALANCE_COLUMNS_SCHEMA
         )
+        self._batches.append(batch)
         self._rows += count
         self._table = None
+        return batch
+
+    def batches(self) -> list[pa.RecordBatch]:
+        """The pages' items, one record batch per page, in page order."""
+        return list(self._batches)
 
     def to_arrow(self) -> pa.Table:
         """The columns as one Arrow table (contiguous, built once until more pages are added)."""
@@ -179,18 +186,23 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str,
     return result
 
 
-def decode_body(body: bytes, page_number: int, secrets: Sequence[str] = ()) -> object:
+def decode_body(
+    body: bytes, page_number: int, secrets: Sequence[str] = (), *, reject_duplicate_keys: bool = True
+) -> object:
     """Parse a response body without ever producing a float: numbers become ``Decimal`` or ``int``.
 
     Raises :class:`MalformedPageError` when the body is not complete JSON (the client retries
     that) and :class:`PageValidationError` for a duplicated object key (bad data, not retried).
+    Without ``reject_duplicate_keys`` the last duplicate wins, at half the cost: the client reads
+    the next token that way and decodes the body again, strictly, before it keeps the items.
     """
+    pairs_hook = _object_without_duplicate_keys if reject_duplicate_keys else None
     try:
         return json.loads(
             body,
             parse_float=decimal.Decimal,
             parse_constant=_reject_constant,
-            object_pairs_hook=_object_without_duplicate_keys,
+            object_pairs_hook=pairs_hook,
         )
     except _DuplicateJSONKey as duplicate:
         raise PageValidationError(
@@ -268,12 +280,13 @@ class SnapshotAssembler:
             )
         return next_token
 
-    def add(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> None:
-        """Validate the items of a page whose envelope ``next_token`` accepted, and keep them."""
+    def add(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> pa.RecordBatch:
+        """Validate the items of a page whose envelope ``next_token`` accepted, and keep them;
+        returns them as a record batch (``BALANCE_COLUMNS_SCHEMA``)."""
         if page.page_number != self.stats.pages + 1:
             raise ValueError(f"page {page.page_number} added after {self.stats.pages} pages: pages are added in order")
         fields = _item_columns(document[ITEMS], page.page_number, secrets)  # type: ignore[index]
-        self._columns.add_page(page.page_number, fields)
+        batch = self._columns.add_page(page.page_number, fields)
         # Repeated (AccountType, CryptoCurrency) pairs are kept (the pipeline's blocking check
         # reports them); counted here, page by page, while the next page is in flight.
         seen_before = len(self._pairs_seen)
@@ -283,6 +296,7 @@ class SnapshotAssembler:
         self.stats.items += len(fields[0])
         self.stats.page_sha256.append(page.sha256)
         self._pages.append(page)
+        return batch
 
     def snapshot(self) -> BalanceSnapshot:
         return BalanceSnapshot(pages=list(self._pages), columns=self._columns, stats=self.stats)

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from balances_etl.processes import process_alive, this_host
+from balances_etl.processes import left_by_dead_process, owner_tag
 from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably, write_file_starting_writeback
 
 MANIFEST_NAME = "manifest.json"
@@ -92,7 +92,7 @@ class RawLanding:
         if self.path.exists():
             raise FileExistsError(f"raw landing {self.path} already exists; landings are append-only")
         remove_abandoned_stagings(data_dir)
-        self._staging = raw_root(data_dir) / f"{_STAGING_PREFIX}{_staging_owner()}-{uuid.uuid4().hex[:12]}"
+        self._staging = raw_root(data_dir) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         make_dirs_durable(self._staging)
         self._pages: list[RawPageLike] = []
         self._published = False
@@ -128,20 +128,10 @@ def remove_abandoned_stagings(data_dir: Path) -> list[Path]:
     """Delete the staging directories of landings whose process on this host is gone; returns them."""
     removed = []
     for staging in raw_root(data_dir).glob(f"{_STAGING_PREFIX}*"):
-        owner = staging.name[len(_STAGING_PREFIX):].rsplit("-", 1)[0]
-        host, _, pid = owner.rpartition("-")
-        if host == _safe_host() and pid.isdigit() and not process_alive(int(pid)):
+        if left_by_dead_process(staging.name[len(_STAGING_PREFIX):].rsplit("-", 1)[0]):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
-
-
-def _safe_host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", this_host())
-
-
-def _staging_owner() -> str:
-    return f"{_safe_host()}-{os.getpid()}"
 
 
 def _write_landing(

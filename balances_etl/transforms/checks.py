@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -221,19 +221,22 @@ def _zero_items(table: pa.Table, _previous: pa.Table | None) -> Verdict:
 
 @dataclass(frozen=True)
 class _Spec:
+    """One check. A ``row_wise`` judge looks at each row alone, so a day can be judged chunk by chunk."""
+
     name: str
     blocking: bool
     description: str
     columns: tuple[str, ...]
     judge: Callable[[pa.Table, pa.Table | None], Verdict]
     previous_columns: tuple[str, ...] = ()
+    row_wise: bool = False
 
 
 _SPECS = (
     _Spec(
         Check.AMOUNTS_VALID, True,
         "available_raw and total_raw are 1-38 characters matching NOAH's PositiveDecimal pattern (ASCII digits).",
-        ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid,
+        ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid, row_wise=True,
     ),
     _Spec(
         Check.KEYS_UNIQUE, True,
@@ -244,23 +247,23 @@ _SPECS = (
         Check.AVAILABLE_NOT_ABOVE_TOTAL, True,
         "available <= total on every row: as DECIMAL(38,18) where both fit, else as exact canonical strings.",
         ROW_CONTEXT + ("available", "total", "available_amount", "total_amount", "pending_outflow"),
-        _available_not_above_total,
+        _available_not_above_total, row_wise=True,
     ),
     _Spec(
         Check.CANONICAL_MATCHES_DECIMAL, True,
         "canonical == canonical form of raw; decimal == canonical exactly where non-null; "
         "NULL only where the value does not fit DECIMAL(38,18).",
-        ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal,
+        ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal, row_wise=True,
     ),
     _Spec(
         Check.AMOUNT_TOO_WIDE, False,
         "valid amounts not representable in DECIMAL(38,18) (kept as exact strings, decimal NULL).",
-        ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide,
+        ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide, row_wise=True,
     ),
     _Spec(
         Check.UNKNOWN_CURRENCY, False,
         f"crypto_currency is one of the documented codes {', '.join(DOCUMENTED_CURRENCIES)}.",
-        ROW_CONTEXT + ("asset",), _unknown_currency,
+        ROW_CONTEXT + ("asset",), _unknown_currency, row_wise=True,
     ),
     _Spec(
         Check.CURRENCY_DISAPPEARED, False,
@@ -286,25 +289,57 @@ def evaluate_snapshot_checks(frame: pd.DataFrame, previous_frame: pd.DataFrame |
 
     A check whose columns are missing or mistyped fails as "not evaluated" (the schema check says why).
     """
-    passed, failing, sample = _schema(frame)
-    outcomes = [CheckOutcome(Check.SCHEMA, passed, True, _SCHEMA_DESCRIPTION, failing, sample)]
-    current = _usable_table(frame)
-    previous = None if previous_frame is None else _usable_table(previous_frame)
     # Arrow kernels release the GIL, so the judges share the cores (a third off on two cores).
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="checks") as pool:
-        verdicts = [
-            pool.submit(spec.judge, current, previous) if not _missing(spec, current, previous) else None
-            for spec in _SPECS
-        ]
-        for spec, verdict in zip(_SPECS, verdicts, strict=True):
-            if verdict is None:
+        checks = SnapshotChecks()
+        checks.add_rows(_usable_table(frame), pool)
+        return checks.outcomes(frame, previous_frame, pool)
+
+
+class SnapshotChecks:
+    """The checks of one day: row-wise judges fed chunk by chunk as the rows are normalized, the
+    others run on the whole day in ``outcomes``. Chunks must come in row order, each once; the
+    outcomes are then exactly those of judging the whole day at once (counts add up, samples are
+    the day's first offending rows)."""
+
+    def __init__(self) -> None:
+        self._row_verdicts: dict[str, Verdict] = {}
+
+    def add_rows(self, rows: pa.Table, pool: Executor | None = None) -> None:
+        """Judge ``rows`` (the next rows of the day) with every row-wise check that has its columns."""
+        specs = [spec for spec in _SPECS if spec.row_wise and not _missing(spec, rows, None)]
+        for spec, (passed, failing, sample) in zip(specs, _judged(specs, rows, None, pool), strict=True):
+            was_passed, was_failing, was_sample = self._row_verdicts.get(spec.name, (True, 0, []))
+            self._row_verdicts[spec.name] = (
+                was_passed and passed, was_failing + failing, (was_sample + sample)[:SAMPLE_SIZE]
+            )
+
+    def outcomes(
+        self, frame: pd.DataFrame, previous_frame: pd.DataFrame | None, pool: Executor | None = None
+    ) -> list[CheckOutcome]:
+        """Every check's outcome for the day whose rows were added; ``frame`` is that whole day."""
+        passed, failing, sample = _schema(frame)
+        outcomes = [CheckOutcome(Check.SCHEMA, passed, True, _SCHEMA_DESCRIPTION, failing, sample)]
+        current = _usable_table(frame)
+        previous = None if previous_frame is None else _usable_table(previous_frame)
+        whole_day = [spec for spec in _SPECS if not spec.row_wise and not _missing(spec, current, previous)]
+        verdicts = dict(zip((spec.name for spec in whole_day), _judged(whole_day, current, previous, pool), strict=True))
+        verdicts.update(self._row_verdicts)
+        for spec in _SPECS:
+            if _missing(spec, current, previous):
                 missing = ", ".join(_missing(spec, current, previous))
                 description = f"not evaluated: column(s) missing or mistyped: {missing}. {spec.description}"
                 outcomes.append(CheckOutcome(spec.name, False, spec.blocking, description, len(frame), []))
                 continue
-            passed, failing, sample = verdict.result()
+            passed, failing, sample = verdicts.get(spec.name, (True, 0, []))  # row-wise, no rows added: none failed
             outcomes.append(CheckOutcome(spec.name, passed, spec.blocking, spec.description, failing, sample))
-    return outcomes
+        return outcomes
+
+
+def _judged(specs: list[_Spec], current: pa.Table, previous: pa.Table | None, pool: Executor | None) -> list[Verdict]:
+    if pool is None:
+        return [spec.judge(current, previous) for spec in specs]
+    return [job.result() for job in [pool.submit(spec.judge, current, previous) for spec in specs]]
 
 
 def _missing(spec: _Spec, current: pa.Table, previous: pa.Table | None) -> list[str]:

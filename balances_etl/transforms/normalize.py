@@ -89,8 +89,12 @@ def validate_amounts(
     *,
     page_numbers: ArrayLike | None = None,
     item_indexes: ArrayLike | None = None,
+    first_row: int = 0,
 ) -> None:
-    """Raise AmountValidationError for the first invalid value of ``values``, if any."""
+    """Raise AmountValidationError for the first invalid value of ``values``, if any.
+
+    ``first_row`` is the day's row number of ``values[0]`` (a day is normalized chunk by chunk).
+    """
     invalid = invalid_amounts(values)
     offending = pc.sum(invalid).as_py() or 0
     if not offending:
@@ -99,7 +103,7 @@ def validate_amounts(
     value = values[row].as_py()
     raise AmountValidationError(
         field=field,
-        row=row,
+        row=first_row + row,
         page_number=None if page_numbers is None else page_numbers[row].as_py(),
         item_index=None if item_indexes is None else item_indexes[row].as_py(),
         value_excerpt=None if value is None else value[:40],
@@ -172,13 +176,14 @@ def canonicalize_amounts(
     *,
     page_numbers: ArrayLike | None = None,
     item_indexes: ArrayLike | None = None,
+    first_row: int = 0,
 ) -> tuple[ArrayLike, ArrayLike]:
     """Validate, then return (canonical strings, exact decimal128(38,18) or NULL where too wide).
 
     Validation comes first because pyarrow's cast would happily read ``'1e3'`` as 1000.
     The cast itself raises on any rounding, so a wrong ``fits_decimal`` could never round.
     """
-    validate_amounts(values, field, page_numbers=page_numbers, item_indexes=item_indexes)
+    validate_amounts(values, field, page_numbers=page_numbers, item_indexes=item_indexes, first_row=first_row)
     canonical = canonical_strings(values)
     fitting = pc.if_else(fits_decimal(canonical), canonical, pa.scalar(None, pa.string()))
     return canonical, pc.cast(fitting, AMOUNT_DECIMAL)
@@ -241,10 +246,27 @@ def normalize_snapshot(
 
     Raises AmountValidationError on the first invalid amount, ValueError on a naive ``snapshot_at``.
     """
+    table = normalize_table(
+        items, snapshot_date=snapshot_date, snapshot_at=snapshot_at, is_late=is_late, environment=environment
+    )
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def normalize_table(
+    items: pa.Table,
+    *,
+    snapshot_date: datetime.date,
+    snapshot_at: datetime.datetime,
+    is_late: bool,
+    environment: str,
+    first_row: int = 0,
+) -> pa.Table:
+    """Items -> normalized rows (``schema.ARROW_SCHEMA``); a day may be normalized chunk by chunk,
+    ``first_row`` being the day's row number of the chunk's first item (named in errors)."""
     if snapshot_at.utcoffset() is None:
         raise ValueError(f"snapshot_at must be timezone-aware, got {snapshot_at!r}")
     items = items.select(ITEMS_SCHEMA.names).cast(ITEMS_SCHEMA)
-    positions = {"page_numbers": items["page_number"], "item_indexes": items["item_index"]}
+    positions = {"page_numbers": items["page_number"], "item_indexes": items["item_index"], "first_row": first_row}
     # The two columns are independent and Arrow's kernels release the GIL: one on another thread.
     # Available is judged on this thread, so when both are invalid its error is the one raised.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="normalize") as pool:
@@ -275,5 +297,4 @@ def normalize_snapshot(
         "page_number": items["page_number"],
         "item_index": items["item_index"],
     }
-    table = pa.Table.from_arrays([columns[name] for name in COLUMN_NAMES], schema=ARROW_SCHEMA)
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
+    return pa.Table.from_arrays([columns[name] for name in COLUMN_NAMES], schema=ARROW_SCHEMA)
