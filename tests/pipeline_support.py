@@ -201,7 +201,7 @@ import balances_etl.storage.raw as raw
 import balances_etl.storage.warehouse as warehouse
 {
     "after-landing": lambda: after(raw.RawLanding, "publish"),
-    "parquet-temp-written": lambda: after(parquet.pq, "write_table"),
+    "parquet-temp-written": lambda: after(parquet.PartitionWriter, "finish"),
     "parquet-published": lambda: after(parquet.StagedPartition, "publish"),
     "duckdb-rows-inserted": lambda: before(warehouse, "replace_ledger_table"),
     "views-half-applied": lambda: before(warehouse, "_apply_view", call=3),
@@ -214,7 +214,7 @@ sys.exit(main(sys.argv[1:]))
 """
 PAUSE_STAGES = (
     "after-landing",  # raw pages landed, nothing normalized
-    "parquet-temp-written",  # the new partition written to its temporary name, not yet renamed
+    "parquet-temp-written",  # the new partition written and verified under its private name, not yet renamed
     "parquet-published",  # the partition renamed into place, the warehouse not loaded
     "duckdb-rows-inserted",  # inside the load transaction: the day deleted and re-inserted, uncommitted
     "views-half-applied",  # inside the load transaction, between two view files
