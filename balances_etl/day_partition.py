@@ -5,8 +5,10 @@ of items into normalized rows, judges them with the row-wise checks and appends 
 day's Parquet file (Arrow releases the GIL for all three). When the last page is in, only the last
 chunk, the whole-day checks and the file's verification remain. The thread runs at Linux's
 ``SCHED_IDLE`` priority, so it only ever takes a core nothing else wants: the request loop (and,
-on a small machine, the emulator) always comes first. Chunks are processed in order, each once,
-so the result is exactly that of normalizing, checking and writing the whole day at once.
+on a small machine, the emulator) always comes first. Once the last page is in, the thread only
+finishes the chunk it holds and the caller's thread does the rest at its own priority (on a host
+kept busy by other work, that one chunk is the only wait). Chunks are processed in order, each
+once, so the result is exactly that of normalizing, checking and writing the whole day at once.
 """
 
 from __future__ import annotations
