@@ -1,6 +1,6 @@
 """Daily reconciliation over the warehouse views, in plain Python (the Dagster asset wraps it).
 
-The questions live in SQL: the views in ``sql/*.sql`` and the two queries here in
+The questions live in SQL: the views in ``sql/*.sql`` and the queries here in
 ``sql/queries/*.sql`` (not applied as views). Rows come back through ``fetchall`` so amounts stay
 exact; everything handed out is a string.
 """
