@@ -3,6 +3,10 @@
 -- Not problems, so not here: APPEARED keys (a newly enabled currency; see v_currency_changes) and
 -- ledger MATCH rows. Checks that describe a state (stale_balance, snapshot_gap) have a row on every
 -- date the state holds, so "new since yesterday" only fires when the state starts.
+-- The daily reconciliation reads the rows of one day (and the snapshot date before) through
+-- sql/queries/breaks_on_dates.sql, which restates the snapshot_gap, currency_disappeared and
+-- stale_balance checks without windows: change a check here, change it there too (a property test
+-- holds the two equal).
 CREATE OR REPLACE VIEW v_reconciliation_breaks AS
 SELECT
     'amount_too_wide' AS check_name,
