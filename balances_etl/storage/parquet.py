@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -69,8 +67,9 @@ def partition_dates(data_dir: Path) -> list[date]:
 
 def publish_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) -> PartitionFile:
     """Atomically write (or replace) the day's partition; the file is verified before it is published."""
-    with staged_partition(data_dir, snapshot_date, frame) as staged:
-        return staged.publish()
+    with PartitionWriter(data_dir, snapshot_date) as writer:
+        writer.write(pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False))
+        return writer.finish().publish()
 
 
 class StagedPartition:
@@ -87,19 +86,6 @@ class StagedPartition:
         with exclusive_lock(target.parent / ".publish.lock", _PUBLISH_LOCK_TIMEOUT_SECONDS):
             replace_durably(self._tmp, target)
         return self.file
-
-
-@contextmanager
-def staged_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) -> Iterator[StagedPartition]:
-    """Write and verify the day's partition under a private name.
-
-    ``publish()`` it inside the block, or it is removed when the block ends: the work of writing can
-    overlap other work (the checks) and still be thrown away if that work says no.
-    """
-    table = pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False)
-    with PartitionWriter(data_dir, snapshot_date) as writer:
-        writer.write(table)
-        yield writer.finish()
 
 
 class PartitionWriter:
