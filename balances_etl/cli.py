@@ -80,7 +80,7 @@ def materialize(day: dt.date, *, allow_late: bool, verbose: bool) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    from balances_etl.runner import NotAPartitionError, open_instance, run_daily_job
+    from balances_etl.orchestration.runner import NotAPartitionError, open_instance, run_daily_job
 
     try:
         outcome = run_daily_job(day, instance=open_instance(), allow_late=allow_late, verbose=verbose)

@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from balances_etl.markdown import markdown_table
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
-from balances_etl.names import View
-from balances_etl.runner import RunOutcome, open_instance, run_daily_job
+from balances_etl.domain.names import View
+from balances_etl.orchestration.runner import RunOutcome, open_instance, run_daily_job
 from balances_etl.settings import PipelineSettings, temporary_environment
 from balances_etl.storage.warehouse import connect_read_only
 

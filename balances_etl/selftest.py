@@ -47,12 +47,12 @@ from typing import Protocol
 
 import dagster as dg
 
-from balances_etl.amounts import canonical_amount, fits_decimal_38_18
+from balances_etl.domain.amounts import canonical_amount, fits_decimal_38_18
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, RecordedRequest, generate_signing_keypair
 from balances_etl.emulator.dataset import unknown_currency_code
-from balances_etl.names import PARQUET_ASSET, SNAPSHOTS_TABLE, Check
-from balances_etl.runner import RunOutcome, run_daily_job
-from balances_etl.settings import PROJECT_ROOT, temporary_environment
+from balances_etl.domain.names import BalancesAsset, Check, Table
+from balances_etl.orchestration.runner import RunOutcome, run_daily_job
+from balances_etl.settings import DAGSTER_YAML_TEMPLATE, temporary_environment
 
 
 # The account every scenario reads: the three documented sandbox currencies, one per page, so there is
@@ -506,7 +506,7 @@ class Installation(Protocol):
 Row = tuple[object, ...]
 _ROW_SQL = (
     f"SELECT snapshot_date, account_type, crypto_currency, available_raw, total_raw, available, total, "
-    f"available_amount, total_amount FROM {SNAPSHOTS_TABLE} ORDER BY ALL"
+    f"available_amount, total_amount FROM {Table.BALANCE_SNAPSHOTS} ORDER BY ALL"
 )
 
 
@@ -699,7 +699,7 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
     sandbox.expire_tokens_after_page(None)
 
     result.success, result.error = outcome.success, outcome.error
-    result.warnings = frozenset(c.name for c in outcome.checks if c.asset == PARQUET_ASSET and not c.blocking and not c.passed)
+    result.warnings = frozenset(c.name for c in outcome.checks if c.asset == BalancesAsset.PARTITION and not c.blocking and not c.passed)
     result.fault_fired = any(r.request.fault is not None or r.request.status != 200 for r in wire)
     result.attempts = sum(1 for r in wire if r.page == scenario.page or r.page is None)
     _judge_retry(result, scenario, wire, not_before)
@@ -872,7 +872,7 @@ def selftest_installation(root: Path) -> Iterator[SelftestInstallation]:
     """Wire a fresh installation under ``root``; the process environment is restored afterwards."""
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    template = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
+    template = DAGSTER_YAML_TEMPLATE
     if template.is_file():
         shutil.copy(template, home / "dagster.yaml")
     else:

@@ -18,6 +18,9 @@ from dotenv import load_dotenv
 
 # The repository root: `sql/` and `dagster_home/` live beside the package.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What the pipeline reads at run time besides its code.
+PACKAGED_SQL_DIR = PROJECT_ROOT / "sql"
+DAGSTER_YAML_TEMPLATE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
 
 
 class SettingsError(ValueError):
@@ -80,7 +83,7 @@ class PipelineSettings:
         hour, minute = _time_of_day(env, "BALANCES_ETL_SCHEDULE_TIME", "00:10")
         return cls(
             data_dir=Path(env.get("BALANCES_ETL_DATA_DIR") or "data").resolve(),
-            sql_dir=Path(env.get("BALANCES_ETL_SQL_DIR") or PROJECT_ROOT / "sql").resolve(),
+            sql_dir=Path(env.get("BALANCES_ETL_SQL_DIR") or PACKAGED_SQL_DIR).resolve(),
             start_date=_date(env, "BALANCES_ETL_START_DATE", "2025-01-01"),
             lateness=dt.timedelta(hours=_number(env, "BALANCES_ETL_LATENESS_HOURS", "36", minimum=0)),
             schedule_hour=hour,

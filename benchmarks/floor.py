@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import requests
 
-from balances_etl.amounts import AMOUNT_PATTERN
-from balances_etl.schema import AMOUNT_DECIMAL
+from balances_etl.domain.amounts import AMOUNT_PATTERN
+from balances_etl.domain.balances import AMOUNT_DECIMAL
 
 AUDIENCE = "https://api.noah.com"
 

@@ -21,10 +21,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from balances_etl.runner import RunOutcome, run_daily_job
-from balances_etl.schema import ARROW_SCHEMA
+from balances_etl.orchestration.runner import RunOutcome, run_daily_job
+from balances_etl.domain.balances import ARROW_SCHEMA
 from balances_etl.selftest import RecordingSandbox, SecretHit, SelftestInstallation, taken_after
-from balances_etl.settings import PROJECT_ROOT
+from balances_etl.settings import DAGSTER_YAML_TEMPLATE
 from balances_etl.storage.parquet import parquet_root, partition_path
 from balances_etl.storage.raw import raw_root, read_raw_bodies
 from balances_etl.storage.warehouse import connect_read_only
@@ -78,7 +78,7 @@ class Pipeline(SelftestInstallation):
 def prepare_root(root: Path) -> None:
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(DAGSTER_YAML_TEMPLATE, home / "dagster.yaml")
 
 
 def item(code: str, available: str, total: str | None = None, account_type: str = "Current") -> dict[str, str]:

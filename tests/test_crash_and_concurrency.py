@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from balances_etl.emulator import Fault, FaultKind
-from balances_etl.names import DUCKDB_POOL
+from balances_etl.domain.names import Orchestration
 from balances_etl.selftest import taken_after
 from balances_etl.storage.parquet import partition_path
 from pipeline_support import (
@@ -91,7 +91,7 @@ def assert_unfinished_runs_are_closed(pipeline: Pipeline) -> None:
     """No run shows as running forever, no DuckDB pool slot stays claimed."""
     unfinished = [run.run_id for run in pipeline.instance.get_runs() if not run.is_finished]
     assert unfinished == []
-    info = pipeline.instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
+    info = pipeline.instance.event_log_storage.get_concurrency_info(Orchestration.DUCKDB_POOL)
     assert info.claimed_slots == [] and info.pending_steps == []
 
 
@@ -133,15 +133,16 @@ def test_sigkill_at_a_precise_point_leaves_everything_whole_and_a_rerun_complete
 
 def test_a_run_whose_process_died_before_starting_it_is_failed_by_the_next_run(pipeline: Pipeline) -> None:
     """A kill between Dagster creating the run and starting it leaves it NOT_STARTED, not running."""
-    from balances_etl.definitions import defs
-    from balances_etl.names import DAILY_JOB
-    from balances_etl.processes import this_host
-    from balances_etl.runner import HOST_TAG, PID_TAG
+    from balances_etl.definitions import load_definitions
+
+    defs = load_definitions()
+    from balances_etl.orchestration.processes import this_host
+    from balances_etl.orchestration.runner import HOST_TAG, PID_TAG
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     orphan = pipeline.instance.create_run_for_job(
-        defs.resolve_job_def(DAILY_JOB), tags={HOST_TAG: this_host(), PID_TAG: str(dead.pid)}
+        defs.resolve_job_def(Orchestration.DAILY_JOB), tags={HOST_TAG: this_host(), PID_TAG: str(dead.pid)}
     )
     assert orphan.status.value == "NOT_STARTED"
     day = yesterday()
@@ -184,7 +185,7 @@ def test_sigkill_at_many_random_instants(pipeline: Pipeline) -> None:
 def run_config_file(pipeline: Pipeline, day: dt.date) -> Path:
     """Run config for the Dagster CLIs: the emulator's snapshot time for ``day`` (loopback only)."""
     path = pipeline.root / f"run-config-{day}.json"
-    path.write_text(json.dumps({"ops": {"snapshot_balances": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
+    path.write_text(json.dumps({"ops": {"take_balances_snapshot": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
     return path
 
 
@@ -374,10 +375,10 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 
 # Where the disk fills up: the function about to write, and the Dagster step that then fails.
 FULL_DISK_STAGES = {
-    "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "snapshot_balances"),
-    "parquet-write": ("balances_etl.storage.parquet", "PartitionWriter.write", "snapshot_balances"),
-    "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balance_snapshots"),
-    "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balance_snapshots"),
+    "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "take_balances_snapshot"),
+    "parquet-write": ("balances_etl.storage.parquet", "PartitionWriter.write", "take_balances_snapshot"),
+    "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balances__warehouse_table"),
+    "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balances__warehouse_table"),
 }
 LEFT_FREE = 64 << 10  # a write starts, then runs out of space half-way
 

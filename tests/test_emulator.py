@@ -28,10 +28,10 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from balances_etl.amounts import amount_problem
+from balances_etl.domain.amounts import amount_problem
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.emulator.dataset import GeneratedBalances
-from balances_etl.names import DOCUMENTED_CURRENCIES, PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
+from balances_etl.domain.names import DOCUMENTED_CURRENCIES, PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
 from conftest import API_KEY, SIMULATED_DATE
 
 AUDIENCE = "https://api.noah.com"

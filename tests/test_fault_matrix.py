@@ -21,7 +21,7 @@ import pytest
 from pipeline_support import Pipeline, day_rows, served_rows, wired_pipeline
 
 from balances_etl import selftest
-from balances_etl.names import Check
+from balances_etl.domain.names import Check
 from balances_etl.selftest import (
     MATRIX_ENV,
     SCENARIOS,

@@ -8,12 +8,12 @@ import dagster as dg
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 
-from balances_etl.instance_storage import (
+from balances_etl.orchestration.instance_storage import (
     ENGINES_KEPT,
     SqliteEventLogStorageReusingEngines,
     SqliteRunStorageReusingEngines,
 )
-from balances_etl.runner import open_instance
+from balances_etl.orchestration.runner import open_instance
 from balances_etl.settings import temporary_environment
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from balances_etl.names import LEDGER_TABLE
-from balances_etl.names import SETTINGS_TABLE
+from balances_etl.domain.names import Table
 from balances_etl.storage.ledger import (
     LedgerFileError,
     replace_ledger_table,
@@ -24,7 +23,7 @@ HEADER = "as_of_date,account_type,crypto_currency,expected_total,expected_availa
 GOOD = HEADER + "2026-03-01,Current,BTC_TEST,10.10,1,\n"
 SELECT_ALL = (
     f"SELECT as_of_date, account_type, crypto_currency, expected_total, expected_total_amount, expected_available, "
-    f"expected_available_amount, tolerance, tolerance_amount, source_file, source_line FROM {LEDGER_TABLE} ORDER BY ALL"
+    f"expected_available_amount, tolerance, tolerance_amount, source_file, source_line FROM {Table.LEDGER} ORDER BY ALL"
 )
 
 
@@ -66,13 +65,13 @@ def test_loads_every_csv_exactly(con: duckdb.DuckDBPyConnection, tmp_path: Path)
 
 def test_missing_directory_gives_an_empty_table(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     assert replace_ledger_table(con, tmp_path / "absent") == 0
-    assert con.execute(f"SELECT count(*) FROM {LEDGER_TABLE}").fetchall() == [(0,)]
+    assert con.execute(f"SELECT count(*) FROM {Table.LEDGER}").fetchall() == [(0,)]
 
 
 def test_reload_replaces_previous_rows(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     replace_ledger_table(con, write(tmp_path / "one", {"a.csv": GOOD}))
     replace_ledger_table(con, write(tmp_path / "two", {"a.csv": HEADER + "2026-03-05,Current,ETH_TEST_SEPOLIA,2,,\n"}))
-    assert con.execute(f"SELECT as_of_date, crypto_currency FROM {LEDGER_TABLE}").fetchall() == [
+    assert con.execute(f"SELECT as_of_date, crypto_currency FROM {Table.LEDGER}").fetchall() == [
         (dt.date(2026, 3, 5), "ETH_TEST_SEPOLIA")
     ]
 
@@ -122,7 +121,7 @@ def test_bad_row_names_file_line_column_and_loads_nothing(
     if column is not None:
         assert repr(column) in message
     # the previous ledger is untouched
-    assert con.execute(f"SELECT crypto_currency FROM {LEDGER_TABLE}").fetchall() == [("BTC_TEST",)]
+    assert con.execute(f"SELECT crypto_currency FROM {Table.LEDGER}").fetchall() == [("BTC_TEST",)]
 
 
 def test_non_utf8_file_names_the_line(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -143,7 +142,7 @@ def test_duplicate_across_files_and_one_bad_file_aborts_the_whole_ledger(
     )
     with pytest.raises(LedgerFileError, match=r"2\.csv, line 2: duplicate key 2026-03-09/Current/USDC_TEST, already asserted in 1\.csv line 2"):
         replace_ledger_table(con, ledger_dir)
-    assert con.execute(f"SELECT as_of_date FROM {LEDGER_TABLE}").fetchall() == [(dt.date(2026, 3, 1),)]
+    assert con.execute(f"SELECT as_of_date FROM {Table.LEDGER}").fetchall() == [(dt.date(2026, 3, 1),)]
 
 
 def test_bad_ledger_fails_the_daily_load_and_the_published_warehouse_keeps_the_old_one(tmp_path: Path) -> None:
@@ -152,7 +151,7 @@ def test_bad_ledger_fails_the_daily_load_and_the_published_warehouse_keeps_the_o
     with pytest.raises(LedgerFileError, match=r"b\.csv, line 2, column 'expected_total'"):
         load_partition(data_dir, day(0), SQL_DIR)
     with connect_read_only(data_dir) as con:
-        assert con.execute(f"SELECT source_file, expected_total FROM {LEDGER_TABLE}").fetchall() == [("a.csv", "10.1")]
+        assert con.execute(f"SELECT source_file, expected_total FROM {Table.LEDGER}").fetchall() == [("a.csv", "10.1")]
 
 
 def test_ledger_path_that_is_a_file_is_an_error(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
@@ -165,7 +164,7 @@ def test_ledger_path_that_is_a_file_is_an_error(con: duckdb.DuckDBPyConnection, 
 def test_settings_table_is_replaced_with_one_row(con: duckdb.DuckDBPyConnection) -> None:
     write_reconciliation_settings(con, 7)
     write_reconciliation_settings(con, 3)
-    assert con.execute(f"SELECT stale_after_days FROM {SETTINGS_TABLE}").fetchall() == [(3,)]
+    assert con.execute(f"SELECT stale_after_days FROM {Table.RECONCILIATION_SETTINGS}").fetchall() == [(3,)]
 
 
 @pytest.mark.parametrize("value", [-1, True, 2.5, "7"])

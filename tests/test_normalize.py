@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from balances_etl.amounts import amount_problem, canonical_amount, fits_decimal_38_18
-from balances_etl.schema import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.domain.amounts import amount_problem, canonical_amount, fits_decimal_38_18
+from balances_etl.domain.balances import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES
 from balances_etl.transforms.normalize import (
     ITEMS_SCHEMA,
     AmountValidationError,

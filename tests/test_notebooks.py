@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from balances_etl.names import View
+from balances_etl.domain.names import View
 from support_history import build_history, day
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_demo_builds_a_warehouse_where_every_view_has_rows(demo_data_dir: Path) 
         assert days == DEMO_DAYS - 1  # the simulated outage day failed cleanly and is missing
         whole_days_missing = con.execute(f"SELECT count(DISTINCT missing_date) FROM {View.SNAPSHOT_GAPS} WHERE whole_day_missing").fetchone()[0]
         assert whole_days_missing == 1
-        empty = [view for view in View.ALL if con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0]
+        empty = [view for view in View if con.execute(f"SELECT count(*) FROM {view}").fetchone()[0] == 0]
         assert empty == []
     finally:
         con.close()

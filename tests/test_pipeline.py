@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from balances_etl.emulator import Fault, FaultKind
-from balances_etl.names import DAILY_SCHEDULE, PARQUET_ASSET, Check
-from balances_etl.runner import open_instance
-from balances_etl.settings import PROJECT_ROOT
+from balances_etl.domain.names import BalancesAsset, Check, Orchestration
+from balances_etl.orchestration.runner import open_instance
+from balances_etl.settings import DAGSTER_YAML_TEMPLATE
 from balances_etl.storage.parquet import partition_path
 from pipeline_support import DAY, Pipeline, exact, item, prepare_root, taken_after
 
@@ -72,7 +72,7 @@ def test_adversarial_amounts_land_exactly_in_parquet_and_duckdb(pipeline):
     assert sorted(parquet["available"]) == sorted(["0.5", "1.123456789012345678", "10.01", thirty_eight, wide])
     assert not any(str(t).startswith("double") for t in pq.read_schema(partition_path(pipeline.data_dir, DAY)).types)
 
-    warnings = {c.name for c in outcome.checks if not c.passed and c.asset == PARQUET_ASSET}
+    warnings = {c.name for c in outcome.checks if not c.passed and c.asset == BalancesAsset.PARTITION}
     assert warnings == {Check.AMOUNT_TOO_WIDE, Check.UNKNOWN_CURRENCY}
     new_breaks = [c for c in outcome.checks if c.name == Check.NO_NEW_BREAKS]
     assert len(new_breaks) == 1 and not new_breaks[0].passed  # the too-wide amount is a reconciliation break
@@ -156,11 +156,13 @@ def test_parquet_asset_alone_replays_the_raw_landing_without_calling_noah(pipeli
     assert pipeline.run().success
     before = snapshot_rows(pipeline)
     requests_before = len(pipeline.sandbox.requests)
-    from balances_etl.definitions import defs
+    from balances_etl.definitions import load_definitions
+
+    defs = load_definitions()
 
     result = dg.materialize(
-        [defs.resolve_assets_def(PARQUET_ASSET)],
-        selection=[PARQUET_ASSET],
+        [defs.resolve_assets_def(dg.AssetKey.from_user_string(BalancesAsset.PARTITION))],
+        selection=[dg.AssetKey.from_user_string(BalancesAsset.PARTITION)],
         partition_key=DAY.isoformat(),
         instance=pipeline.instance,
     )
@@ -171,9 +173,11 @@ def test_parquet_asset_alone_replays_the_raw_landing_without_calling_noah(pipeli
 
 
 def test_schedule_targets_the_day_that_just_ended():
-    from balances_etl.definitions import defs
+    from balances_etl.definitions import load_definitions
 
-    schedule = defs.resolve_schedule_def(DAILY_SCHEDULE)
+    defs = load_definitions()
+
+    schedule = defs.resolve_schedule_def(Orchestration.DAILY_SCHEDULE)
     assert schedule.cron_schedule == "10 0 * * *"
     assert schedule.execution_timezone in (None, "UTC")
     with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 21, 0, 10, tzinfo=dt.UTC)) as context:
@@ -182,10 +186,12 @@ def test_schedule_targets_the_day_that_just_ended():
 
 
 def test_definitions_load():
-    from balances_etl.definitions import defs
+    from balances_etl.definitions import load_definitions
+
+    defs = load_definitions()
 
     dg.Definitions.validate_loadable(defs)
-    job = defs.resolve_job_def("daily_balances_job")
+    job = defs.resolve_job_def(Orchestration.DAILY_JOB)
     assert job.partitions_def is not None
 
 
@@ -311,4 +317,4 @@ def test_cli_failure_output_is_one_clear_message_in_a_fresh_dagster_home(pipelin
     assert "allowed lateness" in result.stderr
     assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
     assert "Telemetry" not in result.stderr + result.stdout  # the new home got the project's dagster.yaml
-    assert (fresh_home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster_home" / "dagster.yaml").read_text()
+    assert (fresh_home / "dagster.yaml").read_text() == DAGSTER_YAML_TEMPLATE.read_text()

@@ -48,7 +48,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from transports import ScriptedTransport, SentRequest
 
-from balances_etl.amounts import AMOUNT_MAX_LENGTH, amount_problem, canonical_amount, fits_decimal_38_18
+from balances_etl.domain.amounts import AMOUNT_MAX_LENGTH, amount_problem, canonical_amount, fits_decimal_38_18
 from balances_etl.noah import (
     MalformedPageError,
     NoahClient,
@@ -558,7 +558,7 @@ def test_ledger_amounts_reach_duckdb_exactly(pairs: list[tuple[str, str]]) -> No
 
 def test_the_reference_pattern_is_noahs_published_one() -> None:
     # The model above must not drift from what the project documents as NOAH's rule.
-    from balances_etl.amounts import AMOUNT_PATTERN
+    from balances_etl.domain.amounts import AMOUNT_PATTERN
 
     assert AMOUNT_PATTERN == NOAH_PATTERN.pattern.replace(r"\d", "[0-9]")
 
@@ -577,7 +577,7 @@ def warehouse_of(history: list, stale_after_days: int, ledger_dir: Path) -> duck
     """An in-memory warehouse: the snapshot table (days with None are never snapshotted), ledger, views."""
     from support_history import SQL_DIR, _normalized, day
 
-    from balances_etl.schema import ARROW_SCHEMA
+    from balances_etl.domain.balances import ARROW_SCHEMA
     from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
 
     frames = [
@@ -601,7 +601,7 @@ def test_day_scoped_breaks_equal_the_views_breaks_on_the_day_and_the_snapshot_da
 ) -> None:
     from support_history import day
 
-    from balances_etl.reconciliation import load_query
+    from balances_etl.pipeline.reconciliation import load_query
 
     ledger_dir = tmp_path / "ledger"
     ledger_dir.mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from balances_etl.names import View
+from balances_etl.domain.names import View
 from balances_etl.noah import NoahConfig
 from balances_etl.settings import PROJECT_ROOT, PipelineSettings
 
@@ -38,6 +38,6 @@ def test_every_configuration_variable_is_documented():
 
 def test_every_view_is_explained_for_analysts():
     analysts = README.split("## For analysts", 1)[1]
-    assert [view for view in View.ALL if f"`{view}`" not in analysts] == []
-    assert sorted(p.stem.split("_", 1)[1] for p in (PROJECT_ROOT / "sql").glob("*.sql")) == sorted(View.ALL)
+    assert [view for view in View if f"`{view}`" not in analysts] == []
+    assert sorted(p.stem.split("_", 1)[1] for p in (PROJECT_ROOT / "sql").glob("*.sql")) == sorted(View)
 

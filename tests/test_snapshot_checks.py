@@ -9,8 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from balances_etl.names import Check
-from balances_etl.schema import ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.domain.checks import BALANCE_PARTITION_CHECKS
+from balances_etl.domain.names import Check
+from balances_etl.domain.balances import ARROW_SCHEMA, COLUMN_NAMES
 from balances_etl.transforms.checks import CheckOutcome, evaluate_snapshot_checks
 from balances_etl.transforms.normalize import ITEMS_SCHEMA, normalize_snapshot
 
@@ -61,8 +62,8 @@ def outcome(frame: pd.DataFrame, name: str, previous: pd.DataFrame | None = None
 def test_good_snapshot_passes_every_check_in_order() -> None:
     frame = snapshot(*GOOD_PAGES)
     outcomes = evaluate_snapshot_checks(frame, previous_frame=frame)
-    assert [o.name for o in outcomes] == list(Check.BLOCKING + Check.WARNINGS)
-    assert [o.blocking for o in outcomes] == [True] * len(Check.BLOCKING) + [False] * len(Check.WARNINGS)
+    assert [(o.name, o.blocking) for o in outcomes] == [(c.name, c.blocking) for c in BALANCE_PARTITION_CHECKS]
+    assert [o.blocking for o in outcomes] == [True] * 5 + [False] * 4
     assert all(o.passed and o.failing_rows == 0 and o.sample == [] for o in outcomes), outcomes
     assert all(o.description and "\n" not in o.description for o in outcomes)
     assert outcomes[0].sample_markdown() == "No offending rows."

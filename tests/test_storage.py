@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from balances_etl.amounts import canonical_amount, fits_decimal_38_18
-from balances_etl.names import SNAPSHOTS_TABLE
-from balances_etl.schema import ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.domain.amounts import canonical_amount, fits_decimal_38_18
+from balances_etl.domain.names import Table
+from balances_etl.domain.balances import ARROW_SCHEMA, COLUMN_NAMES
 from balances_etl.storage import (
     LoadResult,
     connect_read_only,
@@ -101,13 +101,13 @@ def bulk_amounts(rows: int, seed: int) -> list[tuple[str, str]]:
 
 
 def day_rows(con: duckdb.DuckDBPyConnection) -> dict[date, int]:
-    return dict(con.execute(f"SELECT snapshot_date, count(*) FROM {SNAPSHOTS_TABLE} GROUP BY 1").fetchall())
+    return dict(con.execute(f"SELECT snapshot_date, count(*) FROM {Table.BALANCE_SNAPSHOTS} GROUP BY 1").fetchall())
 
 
 def warehouse_contents(data_dir: Path) -> list[tuple]:
     con = connect_read_only(data_dir)
     try:
-        return con.execute(f"SELECT * FROM {SNAPSHOTS_TABLE} ORDER BY snapshot_date, crypto_currency").fetchall()
+        return con.execute(f"SELECT * FROM {Table.BALANCE_SNAPSHOTS} ORDER BY snapshot_date, crypto_currency").fetchall()
     finally:
         con.close()
 
@@ -115,7 +115,7 @@ def warehouse_contents(data_dir: Path) -> list[tuple]:
 def writer_contents(data_dir: Path) -> tuple[list[tuple], list[str]]:
     con = duckdb.connect(str(writer_path(data_dir)), read_only=True)
     try:
-        rows = con.execute(f"SELECT * FROM {SNAPSHOTS_TABLE} ORDER BY snapshot_date, crypto_currency").fetchall()
+        rows = con.execute(f"SELECT * FROM {Table.BALANCE_SNAPSHOTS} ORDER BY snapshot_date, crypto_currency").fetchall()
         views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
         return rows, [view for (view,) in views]
     finally:
@@ -363,7 +363,7 @@ def test_load_partition_is_exact(data_dir: Path, sql_dir: Path) -> None:
 
     con = connect_read_only(data_dir)
     rows = con.execute(
-        f"SELECT available_amount, total_amount, pending_outflow, total FROM {SNAPSHOTS_TABLE} ORDER BY item_index"
+        f"SELECT available_amount, total_amount, pending_outflow, total FROM {Table.BALANCE_SNAPSHOTS} ORDER BY item_index"
     ).fetchall()
     assert rows == [
         (Decimal("1.5"), Decimal("2.25"), Decimal("0.75"), "2.25"),
@@ -562,7 +562,7 @@ def test_concurrent_loads_of_different_and_same_days(data_dir: Path, sql_dir: Pa
     con = connect_read_only(data_dir)
     assert day_rows(con) == {DAY1: 300, DAY2: 200}
     assert con.execute(
-        f"SELECT count(*) = count(DISTINCT (snapshot_date, account_type, crypto_currency)) FROM {SNAPSHOTS_TABLE}"
+        f"SELECT count(*) = count(DISTINCT (snapshot_date, account_type, crypto_currency)) FROM {Table.BALANCE_SNAPSHOTS}"
     ).fetchone() == (True,)
     con.close()
 

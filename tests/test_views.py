@@ -15,9 +15,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from balances_etl.names import View
-from balances_etl.names import ReconciliationCheck
-from balances_etl.reconciliation import (
+from balances_etl.domain.names import View
+from balances_etl.domain.names import ReconciliationCheck
+from balances_etl.pipeline.reconciliation import (
     DayReconciliation,
     new_breaks_vs_previous_day,
     summarize_day,
@@ -329,14 +329,14 @@ def test_every_check_name_is_a_constant_and_every_constant_is_emitted(
     # statically: every snake_case literal of the breaks view is a check name, and each constant is there
     sql = next((PROJECT_ROOT / "sql").glob(f"*_{View.RECONCILIATION_BREAKS}.sql")).read_text()
     literals = set(re.findall(r"'([a-z]+(?:_[a-z0-9]+)+)'", sql))
-    assert literals == set(ReconciliationCheck.ALL)
+    assert literals == set(ReconciliationCheck)
     # and the three histories between them make the view emit each one
     emitted = {
         name
         for con in (history, stale, ledger)
         for (name,) in rows(con, f"SELECT DISTINCT check_name FROM {View.RECONCILIATION_BREAKS}")
     }
-    assert emitted == set(ReconciliationCheck.ALL)
+    assert emitted == set(ReconciliationCheck)
 
 
 # --- reconciliation.py -------------------------------------------------------------------------

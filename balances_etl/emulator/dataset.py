@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from balances_etl.names import PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
+from balances_etl.domain.names import PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
 
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")

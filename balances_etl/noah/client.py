@@ -69,7 +69,7 @@ def _user_agent() -> str:
 USER_AGENT = _user_agent()
 
 
-# Takes each valid page as received and its items (``pages.BALANCE_COLUMNS_SCHEMA``).
+# Takes each valid page as received and its items (``domain.balances.NOAH_ITEMS_SCHEMA``).
 PageConsumer = Callable[[RawPage, pa.RecordBatch], None]
 
 

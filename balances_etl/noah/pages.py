@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from balances_etl.amounts import AMOUNT_MAX_LENGTH, amount_pattern, amount_problem
+from balances_etl.domain.amounts import AMOUNT_MAX_LENGTH, amount_pattern, amount_problem
+from balances_etl.domain.balances import NOAH_ITEMS_SCHEMA
 from balances_etl.noah.errors import MalformedPageError, PageValidationError, PaginationError, redact, snippet
 
 ITEMS = "Items"
@@ -28,16 +29,6 @@ _ItemFields = tuple[list[str], list[str], list[str], list[str]]
 _DICT, _STR = frozenset({dict}), frozenset({str})
 _AMOUNT_FULLMATCH = amount_pattern().fullmatch
 
-BALANCE_COLUMNS_SCHEMA = pa.schema(
-    [
-        pa.field("account_type", pa.string(), nullable=False),
-        pa.field("crypto_currency", pa.string(), nullable=False),
-        pa.field("available_raw", pa.string(), nullable=False),
-        pa.field("total_raw", pa.string(), nullable=False),
-        pa.field("page_number", pa.int32(), nullable=False),
-        pa.field("item_index", pa.int32(), nullable=False),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -103,7 +94,7 @@ class BalanceColumns:
         numbers = pa.array([page_number] * count, pa.int32())
         indexes = pa.array(range(count), pa.int32())
         batch = pa.record_batch(
-            [account_type, crypto_currency, available, total, numbers, indexes], schema=BALANCE_COLUMNS_SCHEMA
+            [account_type, crypto_currency, available, total, numbers, indexes], schema=NOAH_ITEMS_SCHEMA
         )
         self._batches.append(batch)
         self._rows += count
@@ -117,7 +108,7 @@ class BalanceColumns:
     def to_arrow(self) -> pa.Table:
         """The columns as one Arrow table (contiguous, built once until more pages are added)."""
         if self._table is None:
-            self._table = pa.Table.from_batches(self._batches, schema=BALANCE_COLUMNS_SCHEMA).combine_chunks()
+            self._table = pa.Table.from_batches(self._batches, schema=NOAH_ITEMS_SCHEMA).combine_chunks()
         return self._table
 
     def _column(self, name: str) -> list:
@@ -282,7 +273,7 @@ class SnapshotAssembler:
 
     def add(self, page: RawPage, document: object, secrets: Sequence[str] = ()) -> pa.RecordBatch:
         """Validate the items of a page whose envelope ``next_token`` accepted, and keep them;
-        returns them as a record batch (``BALANCE_COLUMNS_SCHEMA``)."""
+        returns them as a record batch (``NOAH_ITEMS_SCHEMA``)."""
         if page.page_number != self.stats.pages + 1:
             raise ValueError(f"page {page.page_number} added after {self.stats.pages} pages: pages are added in order")
         fields = _item_columns(document[ITEMS], page.page_number, secrets)  # type: ignore[index]

@@ -27,8 +27,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from balances_etl.amounts import amount_problem, canonical_amount, fits_decimal_38_18
-from balances_etl.names import LEDGER_TABLE, SETTINGS_TABLE
+from balances_etl.domain.amounts import amount_problem, canonical_amount, fits_decimal_38_18
+from balances_etl.domain.names import Table
 
 REQUIRED_COLUMNS = ("as_of_date", "account_type", "crypto_currency", "expected_total")
 OPTIONAL_COLUMNS = ("expected_available", "tolerance")
@@ -76,7 +76,7 @@ def replace_ledger_table(con: duckdb.DuckDBPyConnection, ledger_dir: Path) -> in
     """
     rows = read_ledger_dir(ledger_dir)
     con.execute(
-        f"CREATE OR REPLACE TABLE {LEDGER_TABLE} ("
+        f"CREATE OR REPLACE TABLE {Table.LEDGER} ("
         "as_of_date DATE NOT NULL, account_type VARCHAR NOT NULL, crypto_currency VARCHAR NOT NULL, "
         "expected_total VARCHAR NOT NULL, expected_total_amount DECIMAL(38,18) NOT NULL, "
         "expected_available VARCHAR, expected_available_amount DECIMAL(38,18), "
@@ -215,7 +215,7 @@ def _insert_rows(con: duckdb.DuckDBPyConnection, rows: list[LedgerRow]) -> None:
     con.register(_ARROW_VIEW, table)
     try:
         con.execute(
-            f"INSERT INTO {LEDGER_TABLE} SELECT as_of_date, account_type, crypto_currency, "
+            f"INSERT INTO {Table.LEDGER} SELECT as_of_date, account_type, crypto_currency, "
             "expected_total, CAST(expected_total AS DECIMAL(38,18)), "
             "expected_available, CAST(expected_available AS DECIMAL(38,18)), "
             "tolerance, CAST(tolerance AS DECIMAL(38,18)), source_file, source_line "
@@ -232,5 +232,5 @@ def write_reconciliation_settings(con: duckdb.DuckDBPyConnection, stale_after_da
     """
     if isinstance(stale_after_days, bool) or not isinstance(stale_after_days, int) or stale_after_days < 0:
         raise ValueError(f"stale_after_days must be an int >= 0, got {stale_after_days!r}")
-    con.execute(f"CREATE OR REPLACE TABLE {SETTINGS_TABLE} (stale_after_days INTEGER NOT NULL)")
-    con.execute(f"INSERT INTO {SETTINGS_TABLE} VALUES (?)", [stale_after_days])
+    con.execute(f"CREATE OR REPLACE TABLE {Table.RECONCILIATION_SETTINGS} (stale_after_days INTEGER NOT NULL)")
+    con.execute(f"INSERT INTO {Table.RECONCILIATION_SETTINGS} VALUES (?)", [stale_after_days])

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from balances_etl.processes import left_by_dead_process, owner_tag
-from balances_etl.schema import ARROW_SCHEMA
+from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
+from balances_etl.domain.balances import ARROW_SCHEMA
 from balances_etl.storage.files import exclusive_lock, make_dirs_durable, replace_durably
 
 PARTITION_FILE = "data.parquet"

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from balances_etl.processes import left_by_dead_process, owner_tag
+from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
 from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably, write_file_starting_writeback
 
 MANIFEST_NAME = "manifest.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from balances_etl.names import SNAPSHOTS_TABLE
-from balances_etl.schema import COLUMN_NAMES, COLUMNS
+from balances_etl.domain.names import Table
+from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
 from balances_etl.storage.parquet import partition_dates, partition_path, partition_rows
@@ -36,7 +36,7 @@ DEFAULT_STALE_AFTER_DAYS = 7  # same default as BALANCES_ETL_STALE_AFTER_DAYS
 _ROW_GROUP_ROWS = 32_768
 
 _COLUMN_LIST = ", ".join(COLUMN_NAMES)
-_CREATE_TABLE = f"CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (" + ", ".join(
+_CREATE_TABLE = f"CREATE TABLE IF NOT EXISTS {Table.BALANCE_SNAPSHOTS} (" + ", ".join(
     f"{c.name} {c.duckdb_type}{'' if c.nullable else ' NOT NULL'}" for c in COLUMNS
 ) + ")"
 
@@ -58,13 +58,13 @@ _VERIFY = f"""
 SELECT snapshot_date, count(*),
        count(*) FILTER (WHERE {_differs('total_amount', 'total')})
      + count(*) FILTER (WHERE {_differs('available_amount', 'available')})
-FROM {SNAPSHOTS_TABLE}
+FROM {Table.BALANCE_SNAPSHOTS}
 WHERE list_contains(?, snapshot_date)
 GROUP BY snapshot_date
 """
 
 _VERIFY_ROWS = f"""
-SELECT snapshot_date, count(*), 0 FROM {SNAPSHOTS_TABLE} WHERE list_contains(?, snapshot_date) GROUP BY snapshot_date
+SELECT snapshot_date, count(*), 0 FROM {Table.BALANCE_SNAPSHOTS} WHERE list_contains(?, snapshot_date) GROUP BY snapshot_date
 """
 
 
@@ -247,9 +247,9 @@ def _write(
         _check_table_columns(con, database)
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"DELETE FROM {SNAPSHOTS_TABLE} WHERE list_contains(?, snapshot_date)", [list(days)])
+            con.execute(f"DELETE FROM {Table.BALANCE_SNAPSHOTS} WHERE list_contains(?, snapshot_date)", [list(days)])
             con.execute(
-                f"INSERT INTO {SNAPSHOTS_TABLE} ({_COLUMN_LIST}) "
+                f"INSERT INTO {Table.BALANCE_SNAPSHOTS} ({_COLUMN_LIST}) "
                 f"SELECT {_COLUMN_LIST} FROM read_parquet(?, hive_partitioning = false)",
                 [[str(path) for path in sources]],
             )
@@ -267,7 +267,7 @@ def _write(
         # Row counts suffice here: the values were verified exact inside the transaction.
         _verify(con, expected, exactness=False)
         total_rows, partitions = con.execute(
-            f"SELECT count(*), count(DISTINCT snapshot_date) FROM {SNAPSHOTS_TABLE}"
+            f"SELECT count(*), count(DISTINCT snapshot_date) FROM {Table.BALANCE_SNAPSHOTS}"
         ).fetchone()
         con.execute("CHECKPOINT")
     finally:
@@ -299,10 +299,10 @@ def _check_transaction_alive(con: duckdb.DuckDBPyConnection, step: str) -> None:
 
 def _check_table_columns(con: duckdb.DuckDBPyConnection, database: Path) -> None:
     """Refuse to load into a table of an older schema; the fix is ``rebuild_from_parquet``."""
-    names = tuple(row[0] for row in con.execute(f"DESCRIBE {SNAPSHOTS_TABLE}").fetchall())
+    names = tuple(row[0] for row in con.execute(f"DESCRIBE {Table.BALANCE_SNAPSHOTS}").fetchall())
     if names != COLUMN_NAMES:
         raise WarehouseLoadError(
-            f"{database}: {SNAPSHOTS_TABLE} has columns {names}, expected {COLUMN_NAMES}; run rebuild_from_parquet"
+            f"{database}: {Table.BALANCE_SNAPSHOTS} has columns {names}, expected {COLUMN_NAMES}; run rebuild_from_parquet"
         )
 
 

@@ -15,9 +15,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from balances_etl.amounts import amount_problem
-from balances_etl.names import DOCUMENTED_CURRENCIES, Check
-from balances_etl.schema import COLUMN_NAMES, COLUMNS, KEY_COLUMNS
+from balances_etl.domain.amounts import amount_problem
+from balances_etl.domain.checks import ALL_CHECKS, BALANCE_PARTITION_CHECKS, CheckInfo
+from balances_etl.domain.names import DOCUMENTED_CURRENCIES, Check
+from balances_etl.markdown import markdown_table
+from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, KEY_COLUMNS
 from balances_etl.transforms.normalize import (
     ArrayLike,
     canonical_strings,
@@ -52,18 +54,7 @@ class CheckOutcome:
 
     def sample_markdown(self) -> str:
         """The sample as a small markdown table (for the Dagster UI)."""
-        if not self.sample:
-            return "No offending rows."
-        headers = list(dict.fromkeys(key for row in self.sample for key in row))
-        lines = [_markdown_row(headers), "|" + " --- |" * len(headers)]
-        lines += [_markdown_row([row.get(h, "") for h in headers]) for row in self.sample]
-        return "\n".join(lines)
-
-
-def _markdown_row(cells: list[str]) -> str:
-    """One markdown table row; raw amounts may hold pipes or newlines that would break the table."""
-    escaped = (c.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "\\n").replace("\r", "\\r") for c in cells)
-    return "| " + " | ".join(escaped) + " |"
+        return markdown_table(self.sample, limit=SAMPLE_SIZE) or "No offending rows."
 
 
 def _count(mask: ArrayLike) -> int:
@@ -221,58 +212,42 @@ def _zero_items(table: pa.Table, _previous: pa.Table | None) -> Verdict:
 
 @dataclass(frozen=True)
 class _Spec:
-    """One check. A ``row_wise`` judge looks at each row alone, so a day can be judged chunk by chunk."""
+    """How one check of the table (``domain.checks``) is judged. A ``row_wise`` judge looks at each row
+    alone, so a day can be judged chunk by chunk."""
 
-    name: str
-    blocking: bool
-    description: str
+    name: Check
     columns: tuple[str, ...]
     judge: Callable[[pa.Table, pa.Table | None], Verdict]
     previous_columns: tuple[str, ...] = ()
     row_wise: bool = False
 
+    @property
+    def info(self) -> CheckInfo:
+        return ALL_CHECKS[self.name]
 
-_SPECS = (
+
+_JUDGED_SPECS = (
+    _Spec(Check.AMOUNTS_VALID, ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid, row_wise=True),
+    _Spec(Check.KEYS_UNIQUE, KEY_COLUMNS + ("page_number", "item_index"), _keys_unique),
     _Spec(
-        Check.AMOUNTS_VALID, True,
-        "available_raw and total_raw are 1-38 characters matching NOAH's PositiveDecimal pattern (ASCII digits).",
-        ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid, row_wise=True,
-    ),
-    _Spec(
-        Check.KEYS_UNIQUE, True,
-        "(snapshot_date, account_type, crypto_currency) is unique within the partition.",
-        KEY_COLUMNS + ("page_number", "item_index"), _keys_unique,
-    ),
-    _Spec(
-        Check.AVAILABLE_NOT_ABOVE_TOTAL, True,
-        "available <= total on every row: as DECIMAL(38,18) where both fit, else as exact canonical strings.",
+        Check.AVAILABLE_NOT_ABOVE_TOTAL,
         ROW_CONTEXT + ("available", "total", "available_amount", "total_amount", "pending_outflow"),
         _available_not_above_total, row_wise=True,
     ),
+    _Spec(Check.CANONICAL_MATCHES_DECIMAL, ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal, row_wise=True),
+    _Spec(Check.AMOUNT_TOO_WIDE, ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide, row_wise=True),
+    _Spec(Check.UNKNOWN_CURRENCY, ROW_CONTEXT + ("asset",), _unknown_currency, row_wise=True),
     _Spec(
-        Check.CANONICAL_MATCHES_DECIMAL, True,
-        "canonical == canonical form of raw; decimal == canonical exactly where non-null; "
-        "NULL only where the value does not fit DECIMAL(38,18).",
-        ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal, row_wise=True,
+        Check.CURRENCY_DISAPPEARED, PAIR_COLUMNS, _currency_disappeared,
+        previous_columns=PAIR_COLUMNS + ("snapshot_date", "total"),
     ),
-    _Spec(
-        Check.AMOUNT_TOO_WIDE, False,
-        "valid amounts not representable in DECIMAL(38,18) (kept as exact strings, decimal NULL).",
-        ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide, row_wise=True,
-    ),
-    _Spec(
-        Check.UNKNOWN_CURRENCY, False,
-        f"crypto_currency is one of the documented codes {', '.join(DOCUMENTED_CURRENCIES)}.",
-        ROW_CONTEXT + ("asset",), _unknown_currency, row_wise=True,
-    ),
-    _Spec(
-        Check.CURRENCY_DISAPPEARED, False,
-        "every (account_type, crypto_currency) of the previous snapshot is still present (passes without one).",
-        PAIR_COLUMNS, _currency_disappeared, previous_columns=PAIR_COLUMNS + ("snapshot_date", "total"),
-    ),
-    _Spec(Check.ZERO_ITEMS, False, "the snapshot holds at least one balance.", ("snapshot_date",), _zero_items),
+    _Spec(Check.ZERO_ITEMS, ("snapshot_date",), _zero_items),
 )
-_SCHEMA_DESCRIPTION = "columns, order and Arrow types exactly as schema.ARROW_SCHEMA; no nulls in non-nullable columns."
+# In the table's order; the schema check is judged on the frame itself (``_schema``).
+_SPECS = tuple(
+    sorted(_JUDGED_SPECS, key=lambda spec: [info.name for info in BALANCE_PARTITION_CHECKS].index(spec.name))
+)
+_SCHEMA = ALL_CHECKS[Check.SCHEMA]
 
 
 def _usable_table(frame: pd.DataFrame) -> pa.Table:
@@ -285,7 +260,7 @@ def _usable_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def evaluate_snapshot_checks(frame: pd.DataFrame, previous_frame: pd.DataFrame | None) -> list[CheckOutcome]:
-    """Every check on one partition, blocking first, in the order Check.BLOCKING + Check.WARNINGS.
+    """Every check on one partition, in the order of ``domain.checks.BALANCE_PARTITION_CHECKS`` (blocking first).
 
     A check whose columns are missing or mistyped fails as "not evaluated" (the schema check says why).
     """
@@ -319,7 +294,7 @@ class SnapshotChecks:
     ) -> list[CheckOutcome]:
         """Every check's outcome for the day whose rows were added; ``frame`` is that whole day."""
         passed, failing, sample = _schema(frame)
-        outcomes = [CheckOutcome(Check.SCHEMA, passed, True, _SCHEMA_DESCRIPTION, failing, sample)]
+        outcomes = [CheckOutcome(_SCHEMA.name, passed, _SCHEMA.blocking, _SCHEMA.description, failing, sample)]
         current = _usable_table(frame)
         previous = None if previous_frame is None else _usable_table(previous_frame)
         whole_day = [spec for spec in _SPECS if not spec.row_wise and not _missing(spec, current, previous)]
@@ -328,11 +303,11 @@ class SnapshotChecks:
         for spec in _SPECS:
             if _missing(spec, current, previous):
                 missing = ", ".join(_missing(spec, current, previous))
-                description = f"not evaluated: column(s) missing or mistyped: {missing}. {spec.description}"
-                outcomes.append(CheckOutcome(spec.name, False, spec.blocking, description, len(frame), []))
+                description = f"not evaluated: column(s) missing or mistyped: {missing}. {spec.info.description}"
+                outcomes.append(CheckOutcome(spec.name, False, spec.info.blocking, description, len(frame), []))
                 continue
             passed, failing, sample = verdicts.get(spec.name, (True, 0, []))  # row-wise, no rows added: none failed
-            outcomes.append(CheckOutcome(spec.name, passed, spec.blocking, spec.description, failing, sample))
+            outcomes.append(CheckOutcome(spec.name, passed, spec.info.blocking, spec.info.description, failing, sample))
         return outcomes
 
 

@@ -14,27 +14,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from balances_etl.amounts import (
+from balances_etl.domain.amounts import (
     AMOUNT_MAX_LENGTH,
     AMOUNT_PATTERN,
     DECIMAL_INTEGER_DIGITS,
     DECIMAL_SCALE,
     amount_problem,
 )
-from balances_etl.schema import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.domain.balances import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES, NOAH_ITEMS_SCHEMA
 
 ArrayLike = pa.Array | pa.ChunkedArray
 
-ITEMS_SCHEMA = pa.schema(
-    [
-        ("account_type", pa.string()),
-        ("crypto_currency", pa.string()),
-        ("available_raw", pa.string()),
-        ("total_raw", pa.string()),
-        ("page_number", pa.int32()),
-        ("item_index", pa.int32()),
-    ]
-)
+# What normalize accepts: NOAH's items, nulls allowed (a null is reported as an invalid amount).
+ITEMS_SCHEMA = pa.schema([field.with_nullable(True) for field in NOAH_ITEMS_SCHEMA])
 # Wide enough for the difference of two DECIMAL(38,18) values (decimal128 stops at 38 digits).
 _WIDE_DECIMAL = pa.decimal256(AMOUNT_DECIMAL.precision + 1, AMOUNT_DECIMAL.scale)
 # One digit narrower: the difference of two such values is a DECIMAL(38,18) in decimal128.

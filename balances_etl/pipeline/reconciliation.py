@@ -11,12 +11,14 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from pathlib import Path
 
 import duckdb
 
-from balances_etl.settings import PROJECT_ROOT
+from balances_etl.settings import PACKAGED_SQL_DIR
+from balances_etl.storage.warehouse import connect_read_only
 
-QUERIES_DIR = PROJECT_ROOT / "sql" / "queries"
+QUERIES_DIR = PACKAGED_SQL_DIR / "queries"
 SAMPLE_SIZE = 20
 
 
@@ -63,6 +65,15 @@ def reconcile_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> tuple[
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE v_reconciliation_breaks AS {load_query('breaks_on_dates')}", [snapshot_date])
     return summarize_day(con, snapshot_date), new_breaks_vs_previous_day(con, snapshot_date)
+
+
+def reconcile_published_day(data_dir: Path, snapshot_date: date) -> tuple[DayReconciliation, list[dict[str, str]]]:
+    """``reconcile_day`` on the published warehouse, read-only, on a connection of its own."""
+    con = connect_read_only(data_dir)
+    try:
+        return reconcile_day(con, snapshot_date)
+    finally:
+        con.close()
 
 
 def _fetch_breaks(con: duckdb.DuckDBPyConnection, query: str, snapshot_date: date) -> list[dict[str, str]]:

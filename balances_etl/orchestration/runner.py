@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from balances_etl.names import DAILY_JOB, DUCKDB_POOL
-from balances_etl.processes import process_alive, this_host
-from balances_etl.settings import PROJECT_ROOT, dagster_home
+from balances_etl.domain.names import Op, Orchestration
+from balances_etl.orchestration.processes import process_alive, this_host
+from balances_etl.settings import DAGSTER_YAML_TEMPLATE, dagster_home
 
 
 HOST_TAG = "balances_etl/host"
@@ -54,7 +54,7 @@ def open_instance() -> dg.DagsterInstance:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster_home" / "dagster.yaml", config)
+        shutil.copyfile(DAGSTER_YAML_TEMPLATE, config)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
@@ -67,9 +67,11 @@ def run_daily_job(
     simulated_now: dt.datetime | None = None,
     verbose: bool = False,
 ) -> RunOutcome:
-    from balances_etl.definitions import defs
+    from balances_etl.definitions import load_definitions
 
-    job = defs.resolve_job_def(DAILY_JOB)
+    defs = load_definitions()
+
+    job = defs.resolve_job_def(Orchestration.DAILY_JOB)
     if not job.partitions_def.has_partition_key(snapshot_date.isoformat()):
         raise NotAPartitionError(
             f"{snapshot_date} is not a daily partition: partitions run from BALANCES_ETL_START_DATE "
@@ -81,7 +83,7 @@ def run_daily_job(
         op_config["simulated_now"] = simulated_now.isoformat()
     result = job.execute_in_process(
         run_config={
-            "ops": {"snapshot_balances": {"config": op_config}},
+            "ops": {Op.TAKE_BALANCES_SNAPSHOT.value: {"config": op_config}},
             "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
         },
         instance=instance,
@@ -108,7 +110,7 @@ def release_slots_of_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     run monitoring every later run would wait for it forever. A run killed before it reached the
     pool (while fetching, say) holds no slot but would still show as running forever: it is failed too.
     """
-    info = instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
+    info = instance.event_log_storage.get_concurrency_info(Orchestration.DUCKDB_POOL.value)
     run_ids = {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}
     unfinished = instance.get_runs(
         filters=dg.RunsFilter(

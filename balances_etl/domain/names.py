@@ -1,32 +1,52 @@
-"""Names shared by the pipeline, the SQL views, the checks and the tests: one place to change them."""
+"""Names shared by the pipeline, the SQL views, the checks and the tests: one place to change them.
+
+Dagster assets are named per domain (``balances/...``) after what they hold; the warehouse's table
+and view names are what analysts' queries use, so they never change.
+"""
 
 from __future__ import annotations
 
-# Dagster assets
-RAW_ASSET = "noah_balance_pages"
-PARQUET_ASSET = "balance_snapshots_parquet"
-WAREHOUSE_ASSET = "balance_snapshots"
-RECONCILIATION_ASSET = "balance_reconciliation"
-DAILY_JOB = "daily_balances_job"
-DAILY_SCHEDULE = "daily_balances_schedule"
-DUCKDB_POOL = "duckdb"
-
-# DuckDB tables
-SNAPSHOTS_TABLE = "balance_snapshots"
-LEDGER_TABLE = "ledger_expected_balances"
-SETTINGS_TABLE = "reconciliation_settings"
+from enum import StrEnum
 
 
-class Check:
-    """Asset check names (blocking ones stop publication)."""
+class BalancesAsset(StrEnum):
+    """The balances domain's Dagster assets, as asset-key paths (``dg.AssetKey.from_user_string``)."""
 
-    # blocking, on the Parquet asset
+    RAW_PAGES = "balances/noah_pages"  # every page of GET /v1/balances as received
+    PARTITION = "balances/parquet_partition"  # the day's checked Parquet partition: the store of record
+    WAREHOUSE = "balances/warehouse_table"  # the day loaded into the DuckDB table balance_snapshots
+    RECONCILIATION = "balances/reconciliation"  # the day's reconciliation breaks
+
+
+class Op(StrEnum):
+    """Dagster ops (a multi-asset's op name is what run config addresses)."""
+
+    TAKE_BALANCES_SNAPSHOT = "take_balances_snapshot"  # fetches, lands, checks and publishes one day
+
+
+class Orchestration(StrEnum):
+    DAILY_JOB = "daily_balances_job"
+    DAILY_SCHEDULE = "daily_balances_schedule"
+    DUCKDB_POOL = "duckdb"  # every DuckDB writer step; one at a time across processes
+
+
+class Table(StrEnum):
+    """DuckDB tables of the warehouse."""
+
+    BALANCE_SNAPSHOTS = "balance_snapshots"
+    LEDGER = "ledger_expected_balances"
+    RECONCILIATION_SETTINGS = "reconciliation_settings"
+
+
+class Check(StrEnum):
+    """Asset check names; what each checks and whether it blocks is in ``domain.checks``."""
+
+    # on the balances partition
     SCHEMA = "schema_matches"
     AMOUNTS_VALID = "amounts_valid"
     KEYS_UNIQUE = "keys_unique"
     AVAILABLE_NOT_ABOVE_TOTAL = "available_not_above_total"
     CANONICAL_MATCHES_DECIMAL = "canonical_matches_decimal"
-    # warnings, on the Parquet asset
     AMOUNT_TOO_WIDE = "amount_too_wide"
     UNKNOWN_CURRENCY = "unknown_currency"
     CURRENCY_DISAPPEARED = "currency_disappeared"
@@ -34,35 +54,21 @@ class Check:
     # on the reconciliation asset
     NO_NEW_BREAKS = "no_new_reconciliation_breaks"
 
-    BLOCKING = (SCHEMA, AMOUNTS_VALID, KEYS_UNIQUE, AVAILABLE_NOT_ABOVE_TOTAL, CANONICAL_MATCHES_DECIMAL)
-    WARNINGS = (AMOUNT_TOO_WIDE, UNKNOWN_CURRENCY, CURRENCY_DISAPPEARED, ZERO_ITEMS)
 
-
-class ReconciliationCheck:
+class ReconciliationCheck(StrEnum):
     """Every ``check_name`` that ``v_reconciliation_breaks`` emits (the SQL spells the same strings)."""
 
-    AMOUNT_TOO_WIDE = Check.AMOUNT_TOO_WIDE  # NOAH amount does not fit DECIMAL(38,18)
+    AMOUNT_TOO_WIDE = Check.AMOUNT_TOO_WIDE.value  # NOAH amount does not fit DECIMAL(38,18)
     NEGATIVE_PENDING_OUTFLOW = "negative_pending_outflow"  # available > total
     SNAPSHOT_GAP = "snapshot_gap"  # no row for a key on a day inside its history
-    CURRENCY_DISAPPEARED = Check.CURRENCY_DISAPPEARED  # key absent from the next snapshot date
+    CURRENCY_DISAPPEARED = Check.CURRENCY_DISAPPEARED.value  # key absent from the next snapshot date
     STALE_BALANCE = "stale_balance"  # total unchanged for more than stale_after_days
     LEDGER_BREAK = "ledger_break"  # NOAH and ledger differ beyond tolerance (or cannot be compared)
     MISSING_AT_NOAH = "missing_at_noah"  # ledger asserts a key NOAH did not report that day
     MISSING_IN_LEDGER = "missing_in_ledger"  # NOAH reports a key the ledger does not assert that day
 
-    ALL = (
-        AMOUNT_TOO_WIDE,
-        NEGATIVE_PENDING_OUTFLOW,
-        SNAPSHOT_GAP,
-        CURRENCY_DISAPPEARED,
-        STALE_BALANCE,
-        LEDGER_BREAK,
-        MISSING_AT_NOAH,
-        MISSING_IN_LEDGER,
-    )
 
-
-class View:
+class View(StrEnum):
     """SQL view names; each has one file in sql/ named NN_<view>.sql."""
 
     LATEST_BALANCES = "v_latest_balances"
@@ -75,17 +81,6 @@ class View:
     RECONCILIATION_BREAKS = "v_reconciliation_breaks"
     RECONCILIATION_SUMMARY = "v_reconciliation_summary"
 
-    ALL = (
-        LATEST_BALANCES,
-        BALANCE_CHANGES,
-        PENDING_OUTFLOWS,
-        SNAPSHOT_GAPS,
-        CURRENCY_CHANGES,
-        STALE_BALANCES,
-        LEDGER_RECONCILIATION,
-        RECONCILIATION_BREAKS,
-        RECONCILIATION_SUMMARY,
-    )
 
 # Documented currency codes (shared/noah/README.md); anything else is a warning, never a crash.
 SANDBOX_CURRENCIES = ("BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST")

@@ -1,0 +1,1 @@
+"""The balances domain: NOAH's balances, one snapshot per UTC day."""
