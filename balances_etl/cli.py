@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--report", type=Path, help="also write the table as a markdown document to this file")
     selftest.add_argument("--keep", action="store_true", help="keep the temporary data dir and Dagster home")
 
-    commands.add_parser("dev", help="Start the emulator and `dagster dev` wired to it.")
+    commands.add_parser("dev", help="Start the emulator and `dg dev` (Dagster's UI and daemon) wired to it.")
     commands.add_parser("sandbox", help="Run the NOAH sandbox emulator in the foreground.", add_help=False)
     return parser
 
@@ -108,9 +108,16 @@ def demo(days: int) -> int:
 
 
 def dev() -> int:
-    """The emulator in this process, `dagster dev` as a child pointed at it."""
-    from balances_etl.emulator import NoahSandbox, generate_signing_keypair
+    """The emulator in this process, `dg dev` as a child pointed at it.
 
+    `dg dev` runs from the project root it finds above the package (the checkout's pyproject.toml, or
+    the copy the wheel ships inside the package), so the folders are passed as absolute paths: they
+    stay relative to where `balances-etl dev` was started.
+    """
+    from balances_etl.emulator import NoahSandbox, generate_signing_keypair
+    from balances_etl.settings import PACKAGE_DIR
+
+    settings = PipelineSettings.from_env()
     private_pem, public_pem = generate_signing_keypair(curve="P-384")
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -121,14 +128,19 @@ def dev() -> int:
         env = {
             **os.environ,
             "DAGSTER_HOME": str(home),
+            "BALANCES_ETL_DATA_DIR": str(settings.data_dir),
+            "BALANCES_ETL_SQL_DIR": str(settings.sql_dir),
             "NOAH_BASE_URL": sandbox.base_url,
             "NOAH_API_KEY": sandbox.api_key,
             "NOAH_SIGNING_KEY_PATH": str(key_path),
         }
         env.pop("NOAH_SIGNING_KEY", None)
-        print(f"NOAH emulator at {sandbox.base_url}; starting dagster dev (Ctrl-C to stop)")
+        if sys.prefix != sys.base_prefix:  # dg expects the virtual environment it runs from to be active
+            env |= {"VIRTUAL_ENV": sys.prefix, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+        print(f"NOAH emulator at {sandbox.base_url}; starting dg dev (Ctrl-C to stop)")
+        command = [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "--target-path", str(PACKAGE_DIR)]
         try:
-            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "balances_etl.definitions"], env=env)
+            return subprocess.call(command, env=env)
         except KeyboardInterrupt:
             return 0
 

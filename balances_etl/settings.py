@@ -1,7 +1,8 @@
 """Pipeline settings from environment variables (a `.env` file in the working directory is honoured).
 
-NOAH connection settings live in ``balances_etl.noah.config``; these are the pipeline's own.
-Every variable has a documented default, listed by ``PipelineSettings.documented_variables()``.
+NOAH connection settings live in ``balances_etl.noah.config``; these are the pipeline's own. Both are
+tables of :class:`~balances_etl.config_table.Variable` rows: each default is written once, in its row,
+and ``PipelineSettings.documented_variables()`` lists them for the README.
 """
 
 from __future__ import annotations
@@ -16,19 +17,38 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-# The repository root: `sql/` and `dagster_home/` live beside the package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from balances_etl.config_table import ConfigVariable, InvalidValue, Number, Variable
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The source checkout (README, tests, notebooks); once installed from a wheel, site-packages.
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def _shipped(in_package: str, in_checkout: str) -> Path:
+    """A file read at run time: inside the installed package, else beside the package in a checkout.
+
+    The wheel carries it inside the package (pyproject.toml's force-include); a source checkout and
+    an editable install run the package from the tree, where it sits at the repository's top level.
+    """
+    packaged = PACKAGE_DIR / in_package
+    return packaged if packaged.exists() else PROJECT_ROOT / in_checkout
+
+
 # What the pipeline reads at run time besides its code.
-PACKAGED_SQL_DIR = PROJECT_ROOT / "sql"
-DAGSTER_YAML_TEMPLATE = PROJECT_ROOT / "dagster_home" / "dagster.yaml"
+PACKAGED_SQL_DIR = _shipped("sql", "sql")
+DAGSTER_YAML_TEMPLATE = _shipped("dagster.yaml", "dagster_home/dagster.yaml")
 
 
 class SettingsError(ValueError):
     """A pipeline setting is malformed; the message names the variable, never a secret."""
 
+    def __init__(self, message: str, *, variable: str = "") -> None:
+        super().__init__(message)
+        self.variable = variable
+
 
 def load_env_file(path: Path | None = None) -> None:
-    """Load `.env` from the working directory (as `dagster dev` does); real env vars win."""
+    """Load `.env` from the working directory (as `dg dev` does); real env vars win."""
     load_dotenv(path or Path.cwd() / ".env", override=False)
 
 
@@ -49,16 +69,46 @@ def temporary_environment(values: Mapping[str, str], unset: Sequence[str] = ()) 
                 os.environ[name] = value
 
 
-_VARIABLES: tuple[tuple[str, str, str], ...] = (
-    ("BALANCES_ETL_DATA_DIR", "./data", "Where raw pages, Parquet partitions, the ledger and the warehouse live."),
-    ("BALANCES_ETL_SQL_DIR", "<repo>/sql", "Folder of view files applied after every load."),
-    ("BALANCES_ETL_START_DATE", "2025-01-01", "First daily partition (UTC)."),
-    ("BALANCES_ETL_LATENESS_HOURS", "36", "How long after a day ends its snapshot may still be taken without --allow-late."),
-    ("BALANCES_ETL_SCHEDULE_TIME", "00:10", "UTC time of day the daily schedule runs, for the day that just ended."),
-    ("BALANCES_ETL_STALE_AFTER_DAYS", "7", "A total unchanged for more days than this is reported as stale."),
-    ("BALANCES_ETL_LOCK_TIMEOUT_SECONDS", "600", "How long a load waits for another load to release the warehouse."),
-    ("DAGSTER_HOME", "./dagster_home", "Dagster instance: run history, schedules, concurrency pools."),
-)
+def _path(text: str) -> Path:
+    return Path(text).resolve()  # relative to the working directory when read (Dagster wants absolute)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidValue("must be a date as YYYY-MM-DD") from None
+
+
+def _time_of_day(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", text)
+    if match is None:
+        raise InvalidValue("must be a UTC time as HH:MM")
+    return int(match.group(1)), int(match.group(2))
+
+
+# The configuration table: each default and meaning is written here only.
+DATA_DIR = Variable("BALANCES_ETL_DATA_DIR", "./data",
+                    "Where raw pages, Parquet partitions, the ledger and the warehouse live.", _path)
+SQL_DIR = Variable("BALANCES_ETL_SQL_DIR", str(PACKAGED_SQL_DIR),
+                   "Folder of view files applied after every load.", _path, shown_default="(the sql/ shipped with the package)")
+START_DATE = Variable("BALANCES_ETL_START_DATE", "2025-01-01", "First daily partition (UTC).", _date)
+LATENESS_HOURS = Variable("BALANCES_ETL_LATENESS_HOURS", "36",
+                          "How long after a day ends its snapshot may still be taken without --allow-late.",
+                          Number(float, unit="hours"))
+SCHEDULE_TIME = Variable("BALANCES_ETL_SCHEDULE_TIME", "00:10",
+                         "UTC time of day the daily schedule runs, for the day that just ended.", _time_of_day)
+STALE_AFTER_DAYS = Variable("BALANCES_ETL_STALE_AFTER_DAYS", "7",
+                            "A total unchanged for more days than this is reported as stale.", Number(int, minimum=1))
+LOCK_TIMEOUT_SECONDS = Variable("BALANCES_ETL_LOCK_TIMEOUT_SECONDS", "600",
+                                "How long a load waits for another load to release the warehouse.",
+                                Number(float, unit="seconds"))
+DAGSTER_HOME = Variable("DAGSTER_HOME", "./dagster_home",
+                        "Dagster instance: run history, schedules, concurrency pools.", _path)
+_VARIABLES = (DATA_DIR, SQL_DIR, START_DATE, LATENESS_HOURS, SCHEDULE_TIME, STALE_AFTER_DAYS, LOCK_TIMEOUT_SECONDS,
+              DAGSTER_HOME)
+# The storage layer's keyword default (balances_etl.storage.warehouse imports it).
+DEFAULT_STALE_AFTER_DAYS: int = STALE_AFTER_DAYS.default_value()  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -73,52 +123,26 @@ class PipelineSettings:
     lock_timeout_seconds: float
 
     @staticmethod
-    def documented_variables() -> tuple[tuple[str, str, str], ...]:
+    def documented_variables() -> tuple[ConfigVariable, ...]:
         """(variable, default, meaning) for every setting, for the README and `--help`."""
-        return _VARIABLES
+        return tuple(variable.row() for variable in _VARIABLES)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if environ is None else environ
-        hour, minute = _time_of_day(env, "BALANCES_ETL_SCHEDULE_TIME", "00:10")
+        hour, minute = SCHEDULE_TIME.read(env, SettingsError)
         return cls(
-            data_dir=Path(env.get("BALANCES_ETL_DATA_DIR") or "data").resolve(),
-            sql_dir=Path(env.get("BALANCES_ETL_SQL_DIR") or PACKAGED_SQL_DIR).resolve(),
-            start_date=_date(env, "BALANCES_ETL_START_DATE", "2025-01-01"),
-            lateness=dt.timedelta(hours=_number(env, "BALANCES_ETL_LATENESS_HOURS", "36", minimum=0)),
+            data_dir=DATA_DIR.read(env, SettingsError),
+            sql_dir=SQL_DIR.read(env, SettingsError),
+            start_date=START_DATE.read(env, SettingsError),
+            lateness=dt.timedelta(hours=LATENESS_HOURS.read(env, SettingsError)),
             schedule_hour=hour,
             schedule_minute=minute,
-            stale_after_days=int(_number(env, "BALANCES_ETL_STALE_AFTER_DAYS", "7", minimum=1, integer=True)),
-            lock_timeout_seconds=_number(env, "BALANCES_ETL_LOCK_TIMEOUT_SECONDS", "600", minimum=0),
+            stale_after_days=STALE_AFTER_DAYS.read(env, SettingsError),  # type: ignore[arg-type]
+            lock_timeout_seconds=LOCK_TIMEOUT_SECONDS.read(env, SettingsError),
         )
 
 
 def dagster_home(environ: Mapping[str, str] | None = None) -> Path:
     """The Dagster instance folder: $DAGSTER_HOME, else ./dagster_home (Dagster wants it absolute)."""
-    env = os.environ if environ is None else environ
-    return Path(env.get("DAGSTER_HOME") or "dagster_home").resolve()
-
-
-def _number(env: Mapping[str, str], name: str, default: str, *, minimum: float, integer: bool = False) -> float:
-    raw = env.get(name) or default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a {'whole ' if integer else ''}number") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}")
-    return value
-
-
-def _date(env: Mapping[str, str], name: str, default: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(env.get(name) or default)
-    except ValueError:
-        raise SettingsError(f"{name} must be a date as YYYY-MM-DD") from None
-
-
-def _time_of_day(env: Mapping[str, str], name: str, default: str) -> tuple[int, int]:
-    match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", env.get(name) or default)
-    if match is None:
-        raise SettingsError(f"{name} must be a UTC time as HH:MM")
-    return int(match.group(1)), int(match.group(2))
+    return DAGSTER_HOME.read(os.environ if environ is None else environ, SettingsError)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from balances_etl.emulator.dataset import GeneratedBalances
-from balances_etl.domain.balances import NOAH_ITEMS_SCHEMA
+from balances_etl.noah.endpoints import BALANCES
 
 SEED = 7  # the emulator's default seed
 PAGE_SIZE = 100
@@ -26,7 +26,7 @@ def items_table(day: dt.date, count: int, *, seed: int = SEED) -> pa.Table:
             "page_number": [1 + index // PAGE_SIZE for index in range(len(items))],
             "item_index": [index % PAGE_SIZE for index in range(len(items))],
         },
-        schema=NOAH_ITEMS_SCHEMA,
+        schema=BALANCES.items.arrow_schema,
     )
 
 

@@ -29,7 +29,7 @@ def _peak_rss_bytes() -> int:
 def extract(args: argparse.Namespace) -> dict:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from balances_etl.noah import NoahClient, NoahConfig
+    from balances_etl.noah import BALANCES, NoahClient, NoahConfig
     from benchmarks.floor import fetch_all_floor
 
     pem = Path(args.key_path).read_bytes()
@@ -38,7 +38,7 @@ def extract(args: argparse.Namespace) -> dict:
 
     def client() -> tuple[int, int]:
         with NoahClient(config) as noah:
-            snapshot = noah.fetch_snapshot()
+            snapshot = noah.fetch(BALANCES)
         return snapshot.stats.pages, len(snapshot.columns)
 
     def floor() -> tuple[int, int]:

@@ -1,6 +1,6 @@
 -- Question: which balances look frozen? Keys whose total, as of the key's latest snapshot, has not
--- changed for more than reconciliation_settings.stale_after_days days (default 7, written by the
--- loader from BALANCES_ETL_STALE_AFTER_DAYS).
+-- changed for more than reconciliation_settings.stale_after_days days (written by the loader from
+-- BALANCES_ETL_STALE_AFTER_DAYS).
 CREATE OR REPLACE VIEW v_stale_balances AS
 WITH latest AS (
     SELECT * FROM v_balance_changes WHERE next_snapshot_date IS NULL

@@ -16,7 +16,7 @@ import pytest
 import balances_etl.pipeline.day_partition as day_partition
 from balances_etl.pipeline.day_partition import DayPartitionBuilder
 from balances_etl.domain.names import Check
-from balances_etl.domain.balances import NOAH_ITEMS_SCHEMA
+from balances_etl.noah.endpoints import BALANCES
 from balances_etl.storage.parquet import PartitionWriter, parquet_root, partition_path, publish_partition, read_partition
 from balances_etl.transforms.checks import evaluate_snapshot_checks
 from balances_etl.transforms.normalize import AmountValidationError, normalize_snapshot
@@ -49,7 +49,7 @@ def pages(count: int, per_page: int, amounts: Callable[[int], tuple[str, str]]) 
                 [page + 1] * per_page,
                 list(range(per_page)),
             ],
-            schema=NOAH_ITEMS_SCHEMA,
+            schema=BALANCES.items.arrow_schema,
         ))
     return batches
 
@@ -60,7 +60,7 @@ def some_available_above_total(n: int) -> tuple[str, str]:
 
 def whole_day(batches: list[pa.RecordBatch], previous=None):  # noqa: ANN001, ANN201
     frame = normalize_snapshot(
-        pa.Table.from_batches(batches, schema=NOAH_ITEMS_SCHEMA), snapshot_date=DAY,
+        pa.Table.from_batches(batches, schema=BALANCES.items.arrow_schema), snapshot_date=DAY,
         snapshot_at=ROW_VALUES["taken_at"], is_late=False, environment="production",
     )
     return frame, evaluate_snapshot_checks(frame, previous)
@@ -82,7 +82,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
 
 def test_chunk_by_chunk_while_pages_arrive_equals_the_whole_day_at_once(data_dir: Path, small_chunks) -> None:  # noqa: ANN001
-    gone = pa.record_batch([["Current"], ["GONE_TEST"], ["1"], ["2"], [1], [0]], schema=NOAH_ITEMS_SCHEMA)
+    gone = pa.record_batch([["Current"], ["GONE_TEST"], ["1"], ["2"], [1], [0]], schema=BALANCES.items.arrow_schema)
     publish_partition(data_dir, DAY - dt.timedelta(days=1), whole_day([gone])[0].assign(snapshot_date=DAY - dt.timedelta(days=1)))
     batches = pages(5, 3, some_available_above_total)  # 15 rows: chunks of 4, 4, 4 and 3
     with DayPartitionBuilder(data_dir, DAY, **ROW_VALUES) as builder:

@@ -29,7 +29,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
 from balances_etl.domain.amounts import amount_problem
-from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
+from balances_etl.emulator import Exchange, Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.emulator.dataset import GeneratedBalances
 from balances_etl.domain.names import DOCUMENTED_CURRENCIES, PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
 from conftest import API_KEY, SIMULATED_DATE
@@ -324,6 +324,64 @@ def test_the_request_log_keeps_claims_and_a_hash_of_each_fresh_token(sandbox: No
     sandbox.reset_requests()
     client.get()
     assert [record.number for record in sandbox.requests] == [1]
+
+
+# the wire, for listeners in the same process
+
+
+def test_an_on_exchange_listener_sees_each_request_and_answer_as_they_go_over_the_wire(
+    p384_keypair: tuple[bytes, bytes],
+) -> None:
+    seen: list[Exchange] = []
+    with NoahSandbox(
+        api_key=API_KEY, public_key_pem=p384_keypair[1], simulated_date=SIMULATED_DATE, on_exchange=seen.append
+    ) as sandbox:
+        client = Client(sandbox.base_url, p384_keypair[0])
+        token = client.sign(client.claims({"PageSize": "2"}))
+        served = client.get({"PageSize": "2"}, token=token)
+        sandbox.add_fault(Fault(FaultKind.RATE_LIMIT, retry_after="1"))
+        limited = client.get()
+        sandbox.add_fault(Fault(FaultKind.DROP_CONNECTION))
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            client.get()
+        requests.get(sandbox.base_url.removesuffix("/v1") + "/_sandbox/config", timeout=5)  # not a /v1 exchange
+        log = sandbox.requests
+    assert [(exchange.status, exchange.request) for exchange in seen] == [(200, log[0]), (429, log[1]), (200, log[2])]
+    first = seen[0]
+    assert (first.method, first.target) == ("GET", "/v1/balances?PageSize=2")
+    assert first.header("api-signature") == token and first.header("X-Api-Key") == API_KEY  # verbatim, any case
+    assert first.header("X-Not-Sent") is None
+    assert first.body_bytes == len(served.content)
+    assert dict(first.response_headers)["Content-Length"] == served.headers["Content-Length"]
+    assert dict(seen[1].response_headers)["Retry-After"] == limited.headers["Retry-After"] == "1"
+    dropped = seen[2]
+    assert 0 < dropped.body_bytes < int(dict(dropped.response_headers)["Content-Length"])
+    assert first.at <= seen[1].at <= dropped.at
+
+
+def test_a_failing_listener_is_logged_and_the_answer_still_goes_out(
+    sandbox: NoahSandbox, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.on_exchange = lambda exchange: 1 / 0
+    balances_of(client.get())
+    assert "the on_exchange listener failed" in caplog.text
+    sandbox.on_exchange = None
+    balances_of(client.get())
+
+
+def test_expired_page_tokens_are_refused_and_later_ones_work(sandbox: NoahSandbox, client: Client) -> None:
+    old = page_token(client.get({"PageSize": "1"}))
+    sandbox.expire_page_tokens()
+    body = error_of(client.get({"PageSize": "1", "PageToken": old}), 400, "InvalidMessage")
+    assert body["Detail"] == "PageToken is not a token this API issued"
+    assert items_of(client.pages(page_size=1)) == sandbox.expected_items()
+
+
+def test_a_listener_runs_before_the_answer_reaches_the_client(sandbox: NoahSandbox, client: Client) -> None:
+    # Expiring the tokens from the listener: the token the client then receives is already unknown.
+    sandbox.on_exchange = lambda exchange: sandbox.expire_page_tokens()
+    token = page_token(client.get({"PageSize": "1"}))
+    error_of(client.get({"PageSize": "1", "PageToken": token}), 400, "InvalidMessage")
 
 
 # faults

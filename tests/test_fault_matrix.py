@@ -27,6 +27,7 @@ from balances_etl.selftest import (
     SCENARIOS,
     Expect,
     MatrixReport,
+    RecordingSandbox,
     ScenarioResult,
     anchor_day,
     prepare_account,
@@ -170,3 +171,26 @@ def test_the_table_marks_rows_that_are_not_as_expected() -> None:
     assert table.splitlines()[3].endswith("| 1 | 0 | **NO**: 1 rows lost or changed |")
     assert not report.passed and MatrixReport([good], report.started_at, 1.0).passed
     assert Check.KEYS_UNIQUE in {m for s in SCENARIOS for m in s.mentions}
+
+
+
+def test_the_recording_sandbox_keeps_the_wire_and_expires_tokens_after_a_page() -> None:
+    import requests
+
+    with RecordingSandbox(item_count=3) as sandbox:  # unsigned: any Api-Signature is taken as sent
+
+        def get(signature: str, token: str | None = None) -> requests.Response:
+            params = {"PageSize": "1", **({"PageToken": token} if token else {})}
+            headers = {"X-Api-Key": sandbox.api_key, "Api-Signature": signature}
+            return requests.get(f"{sandbox.base_url}/balances", params=params, headers=headers, timeout=5)
+
+        sandbox.expire_tokens_after_page(1)
+        expired = get("sig-2", get("sig-1").json()["PageToken"])
+        assert expired.status_code == 400 and "PageToken is not a token this API issued" in expired.text
+        assert get("sig-4", get("sig-3").json()["PageToken"]).status_code == 200  # the expiry fired once
+        assert [(r.page, r.signature, r.request.status) for r in sandbox.wire] == [
+            (1, "sig-1", 200), (None, "sig-2", 400), (1, "sig-3", 200), (2, "sig-4", 200)
+        ]
+        assert all(earlier.at <= later.at for earlier, later in zip(sandbox.wire, sandbox.wire[1:]))
+        sandbox.reset_wire()
+        assert sandbox.wire == [] and sandbox.signatures == ["sig-1", "sig-2", "sig-3", "sig-4"]

@@ -1,20 +1,31 @@
-"""The instance's SQLite storages: Dagster's files, read and written through reused engines."""
+"""The instance's SQLite storages: Dagster's files, read and written through reused engines.
+
+They override private Dagster API, so they also refuse to start, with a message saying what to do,
+on any Dagster but the one they were verified against or when that API's shape has changed.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
+import tomllib
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 
 from balances_etl.orchestration.instance_storage import (
     ENGINES_KEPT,
+    VERIFIED_DAGSTER_VERSION,
     SqliteEventLogStorageReusingEngines,
     SqliteRunStorageReusingEngines,
+    UnverifiedDagsterError,
+    private_api_problems,
 )
 from balances_etl.orchestration.runner import open_instance
-from balances_etl.settings import temporary_environment
+from balances_etl.settings import PROJECT_ROOT, temporary_environment
 
 
 @dg.asset
@@ -49,3 +60,68 @@ def test_engines_are_reused_and_bounded(tmp_path: Path) -> None:
         with storage.run_connection(f"run-{shard}"):
             pass
     assert len(storage._engines._engines) == ENGINES_KEPT  # noqa: SLF001 - the bound is the point
+
+
+# --- the guard: verified against one Dagster release only ---------------------------------------
+
+
+def test_the_installed_dagster_is_the_verified_one_and_the_pin_says_so() -> None:
+    """Fails on a Dagster upgrade: re-verify the subclasses, then raise VERIFIED_DAGSTER_VERSION."""
+    assert dg.__version__ == VERIFIED_DAGSTER_VERSION
+    assert private_api_problems() == []
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    assert f"dagster=={VERIFIED_DAGSTER_VERSION}" in pyproject["project"]["dependencies"]
+
+
+def test_another_dagster_release_is_refused_at_instance_open_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dg, "__version__", "1.14.0")
+    home = tmp_path / "dagster_home"
+    with temporary_environment({"DAGSTER_HOME": str(home)}), pytest.raises(UnverifiedDagsterError) as raised:
+        open_instance()  # what `balances-etl materialize` and `balances-etl demo` call first
+    config = home / "dagster.yaml"
+    assert str(raised.value) == (
+        f"balances-etl's SQLite run/event storage (balances_etl.orchestration.instance_storage, named in {config}) "
+        f"was verified against dagster {VERIFIED_DAGSTER_VERSION} only, and dagster 1.14.0 is installed. "
+        "It overrides private Dagster internals, which may change in any release without notice.\n"
+        "The names and parameters it uses look unchanged, but what they do was not re-checked.\n"
+        "Do one of:\n"
+        f"  - install the verified release: pip install 'dagster=={VERIFIED_DAGSTER_VERSION}' "
+        f"'dagster-webserver=={VERIFIED_DAGSTER_VERSION}' 'dagster-dg-cli=={VERIFIED_DAGSTER_VERSION}';\n"
+        "  - or use Dagster's own SQLite storage (same files, nothing to migrate): delete the run_storage and "
+        f"event_log_storage sections from {config};\n"
+        "  - or re-verify the subclasses against dagster 1.14.0 (tests/test_instance_storage.py) and set "
+        "VERIFIED_DAGSTER_VERSION in balances_etl/orchestration/instance_storage.py."
+    )
+    assert not (home / "history").exists(), "refused before writing any run or event storage"
+
+
+def test_a_removed_private_method_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(SqliteEventLogStorage, "_initdb")
+    with pytest.raises(UnverifiedDagsterError, match=re.escape("SqliteEventLogStorage._initdb no longer exists")) as raised:
+        SqliteEventLogStorageReusingEngines(str(tmp_path / "events"))
+    assert f"was verified against dagster {VERIFIED_DAGSTER_VERSION}, which is installed, but not in this shape" in str(raised.value)
+    assert "delete the run_storage and event_log_storage sections" in str(raised.value)
+
+
+def test_a_changed_signature_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def connect(self: SqliteRunStorage, timeout: float):  # noqa: ANN202 - a stand-in for a changed API
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr(SqliteRunStorage, "connect", connect)
+    with pytest.raises(UnverifiedDagsterError, match=re.escape("SqliteRunStorage.connect takes (self, timeout), expected (self)")):
+        SqliteRunStorageReusingEngines.from_local(str(tmp_path / "history"))
+
+
+def test_a_private_attribute_no_longer_set_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = SqliteEventLogStorage.__init__
+
+    @functools.wraps(original)  # same signature; only the attribute is gone afterwards
+    def without_lock(self: SqliteEventLogStorage, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        del self._db_lock
+
+    monkeypatch.setattr(SqliteEventLogStorage, "__init__", without_lock)
+    with pytest.raises(UnverifiedDagsterError, match=re.escape("SqliteEventLogStorage no longer sets _db_lock")):
+        SqliteEventLogStorageReusingEngines(str(tmp_path / "events"))

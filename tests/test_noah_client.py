@@ -28,7 +28,8 @@ from transports import canned as canned_transport
 
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
 from balances_etl.noah import (
-    BalanceSnapshot,
+    BALANCES,
+    Fetched,
     MalformedPageError,
     NoahAuthError,
     NoahClient,
@@ -39,7 +40,7 @@ from balances_etl.noah import (
     PageValidationError,
     PaginationError,
     RateLimitError,
-    ReplaySource,
+    replay,
     RequestSigner,
     RetriesExhausted,
     parse_retry_after,
@@ -75,9 +76,9 @@ class Harness:
     def client(self, **overrides: Any) -> NoahClient:
         return NoahClient(dataclasses.replace(self.config, **overrides), sleep=self.sleep)
 
-    def fetch(self, **overrides: Any) -> BalanceSnapshot:
+    def fetch(self, **overrides: Any) -> Fetched:
         with self.client(**overrides) as client:
-            return client.fetch_snapshot()
+            return client.fetch(BALANCES)
 
     def fail(self, expected: type[NoahError], **overrides: Any) -> Any:
         with pytest.raises(expected) as caught:
@@ -113,9 +114,9 @@ def paged(harness: Harness) -> Harness:
     return harness
 
 
-def item_rows(snapshot: BalanceSnapshot) -> list[tuple[str, str, str, str]]:
+def item_rows(snapshot: Fetched) -> list[tuple[str, str, str, str]]:
     columns = snapshot.columns
-    return list(zip(columns.account_type, columns.crypto_currency, columns.available_raw, columns.total_raw, strict=True))
+    return list(zip(columns.column("account_type"), columns.column("crypto_currency"), columns.column("available_raw"), columns.column("total_raw"), strict=True))
 
 
 def expected_rows(sandbox: NoahSandbox) -> list[tuple[str, str, str, str]]:
@@ -133,8 +134,8 @@ def test_multi_page_account_returns_every_item_exactly_and_in_order(paged: Harne
     snapshot = paged.fetch()
     assert item_rows(snapshot) == expected_rows(paged.sandbox) and len(snapshot.columns) == 250
     columns = snapshot.columns
-    assert columns.page_number == [1] * 100 + [2] * 100 + [3] * 50
-    assert columns.item_index == list(range(100)) * 2 + list(range(50))
+    assert columns.column("page_number") == [1] * 100 + [2] * 100 + [3] * 50
+    assert columns.column("item_index") == list(range(100)) * 2 + list(range(50))
     assert [page.page_number for page in snapshot.pages] == [1, 2, 3]
     for page, request in zip(snapshot.pages, paged.requests, strict=True):
         assert page.query == request.query and page.request_path == "/v1/balances" == request.path
@@ -195,7 +196,7 @@ def test_signing_keys_of_both_curves_and_pem_formats(api_key: str, curve: str, f
         )
         assert config.signing_algorithm == ("ES256" if curve == "P-256" else "ES384")
         with NoahClient(config) as client:
-            assert len(client.fetch_snapshot().columns) == 3
+            assert len(client.fetch(BALANCES).columns) == 3
         assert sandbox.requests[0].status == 200 and sandbox.requests[0].claims is not None
 
 
@@ -257,7 +258,7 @@ def test_real_sleep_really_waits_for_retry_after(harness: Harness) -> None:
     harness.sandbox.add_fault(Fault(kind=FaultKind.RATE_LIMIT, page=1, retry_after="1"))
     started = time.monotonic()
     with NoahClient(harness.config) as client:  # the default, real time.sleep
-        snapshot = client.fetch_snapshot()
+        snapshot = client.fetch(BALANCES)
     assert time.monotonic() - started >= 1.0
     assert snapshot.stats.total_wait_seconds == 1.0
 
@@ -330,7 +331,7 @@ def test_connection_refused_exhausts_retries(api_key: str) -> None:
     config = NoahConfig(api_key=api_key, base_url=f"http://127.0.0.1:{port}/v1", max_attempts=2, **FAST_BACKOFF)
     sleep = RecordedSleep()
     with NoahClient(config, sleep=sleep) as client, pytest.raises(RetriesExhausted) as caught:
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     assert "ConnectionRefusedError" in str(caught.value) and len(sleep.waits) == 1
 
 
@@ -441,7 +442,7 @@ def test_duplicate_keys_are_kept_and_counted(harness: Harness) -> None:
 
 def test_unknown_currency_is_not_the_clients_business(harness: Harness) -> None:
     harness.sandbox.add_fault(Fault(kind=FaultKind.UNKNOWN_CURRENCY, item_index=1))
-    assert harness.fetch().columns.crypto_currency[1] not in {"BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST"}
+    assert harness.fetch().columns.column("crypto_currency")[1] not in {"BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST"}
 
 
 def test_each_page_is_handed_on_once_in_order_while_the_next_one_is_in_flight(paged: Harness) -> None:
@@ -449,7 +450,7 @@ def test_each_page_is_handed_on_once_in_order_while_the_next_one_is_in_flight(pa
     transport = RecordingTransport(paged.config.base_url)
     handed: list[tuple[int, int]] = []  # (page handed on, requests sent by then)
     with NoahClient(paged.config, transport=transport) as client:
-        snapshot = client.fetch_snapshot(on_page=lambda page, items: handed.append((page.page_number, len(transport.sent), items.num_rows)))
+        snapshot = client.fetch(BALANCES, on_page=lambda page, items: handed.append((page.page_number, len(transport.sent), items.num_rows)))
     transport.close()
     assert handed == [(1, 2, 100), (2, 3, 100), (3, 3, 50)]
     assert [page.page_number for page in snapshot.pages] == [1, 2, 3]
@@ -460,7 +461,7 @@ def test_a_failing_page_consumer_stops_the_fetch_with_its_own_error(paged: Harne
         raise OSError(28, "No space left on device")
 
     with paged.client() as client, pytest.raises(OSError, match="No space left") as caught:
-        client.fetch_snapshot(on_page=disk_full)
+        client.fetch(BALANCES, on_page=disk_full)
     assert not isinstance(caught.value, NoahError)  # not mistaken for a network failure, so not retried
     # Page 2 was in flight (NOAH may not have finished it when the connection closed); nothing retried.
     assert [r.page_number for r in paged.requests] in ([1], [1, 2]) and paged.sleep.waits == []
@@ -470,7 +471,7 @@ def test_invalid_items_are_never_handed_on(paged: Harness) -> None:
     paged.sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, page=2, item_index=5, field="Total", value="1e5"))
     handed: list[int] = []
     with paged.client() as client, pytest.raises(PageValidationError, match="NOAH page 2 item 5 field Total"):
-        client.fetch_snapshot(on_page=lambda page, items: handed.append(page.page_number))
+        client.fetch(BALANCES, on_page=lambda page, items: handed.append(page.page_number))
     assert handed == [1]
 
 
@@ -549,7 +550,7 @@ def test_empty_identifier(harness: Harness, field: str) -> None:
 )
 def test_page_level_problems(body: bytes, where: str, reason: str) -> None:
     with pytest.raises(PageValidationError) as caught:
-        ReplaySource([body]).fetch_snapshot()
+        replay(BALANCES, [body])
     assert str(caught.value).startswith(where + ": ") and reason in str(caught.value)
 
 
@@ -577,7 +578,7 @@ def test_json_numbers_never_become_floats(harness: Harness) -> None:
 def test_replay_gives_the_same_columns_as_the_live_fetch(paged: Harness) -> None:
     paged.sandbox.add_fault(Fault(kind=FaultKind.DUPLICATE_ITEM, page=3))
     live = paged.fetch()
-    replayed = ReplaySource([page.body for page in live.pages]).fetch_snapshot()
+    replayed = replay(BALANCES, [page.body for page in live.pages])
     assert replayed.columns == live.columns
     assert replayed.columns.to_arrow().equals(live.columns.to_arrow())
     assert replayed.stats.page_sha256 == live.stats.page_sha256
@@ -588,23 +589,23 @@ def test_replay_gives_the_same_columns_as_the_live_fetch(paged: Harness) -> None
 def test_replay_refuses_an_incomplete_or_overlong_landing(paged: Harness) -> None:
     bodies = [page.body for page in paged.fetch().pages]
     with pytest.raises(PaginationError, match="landed pages are incomplete"):
-        ReplaySource(bodies[:2]).fetch_snapshot()
+        replay(BALANCES, bodies[:2])
     with pytest.raises(PaginationError, match="page 3 ends pagination but 1 more bodies follow"):
-        ReplaySource([*bodies, bodies[-1]]).fetch_snapshot()
+        replay(BALANCES, [*bodies, bodies[-1]])
     with pytest.raises(PaginationError, match="no page bodies"):
-        ReplaySource([]).fetch_snapshot()
+        replay(BALANCES, [])
     with pytest.raises(PaginationError, match="token cycle at page 3"):
-        ReplaySource([bodies[0], bodies[1], bodies[1]]).fetch_snapshot()
+        replay(BALANCES, [bodies[0], bodies[1], bodies[1]])
 
 
 def test_replay_validates_like_the_live_fetch(harness: Harness) -> None:
     harness.sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, page=1, item_index=1, field="Total", value="1e3"))
     transport = RecordingTransport(harness.config.base_url)
     with NoahClient(harness.config, transport=transport) as client, pytest.raises(PageValidationError) as live:
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     transport.close()
     with pytest.raises(PageValidationError) as replayed:
-        ReplaySource([response.body for response in transport.responses]).fetch_snapshot()
+        replay(BALANCES, [response.body for response in transport.responses])
     assert str(replayed.value) == str(live.value) == "NOAH page 1 item 1 field Total: " + live.value.reason
 
 
@@ -624,7 +625,7 @@ def test_stats_record_attempts_waits_and_error_instances(paged: Harness) -> None
     metadata = stats.as_metadata()
     assert json.loads(json.dumps(metadata)) == metadata
     assert set(metadata) == {"pages", "items", "attempts", "retries", "total_wait_seconds", "instances",
-                             "page_sha256", "duplicate_keys"}
+                             "page_sha256", "duplicate_keys", "stopped_early"}
 
 
 def test_failure_carries_partial_stats(paged: Harness) -> None:
@@ -658,7 +659,7 @@ def test_wire_query_equals_signed_query_params_for_awkward_tokens(canned) -> Non
     client, answers, transport, _ = canned
     awkward = "a+b/c=d e&f%25?ü#"
     answers += [(200, {}, page_body(awkward)), (200, {}, page_body(None))]
-    client.fetch_snapshot()
+    client.fetch(BALANCES)
     first, second = transport.sent
     for request in (first, second):
         claims = jwt.decode(request.headers["Api-Signature"], options={"verify_signature": False})
@@ -688,7 +689,7 @@ def test_a_repeated_json_key_fails_the_live_fetch_and_the_page_is_never_handed_o
     answers += [(200, {}, first_page), (200, {}, page_body(None))]
     handed: list[int] = []
     with pytest.raises(PageValidationError, match=f"NOAH page 1 field {field}: .*repeats this key"):
-        client.fetch_snapshot(on_page=lambda page, items: handed.append(page.page_number))
+        client.fetch(BALANCES, on_page=lambda page, items: handed.append(page.page_number))
     assert handed == [] and len(transport.sent) == 2 and sleep.waits == []
 
 
@@ -696,7 +697,7 @@ def test_redirects_are_not_followed(canned) -> None:  # noqa: ANN001
     client, answers, transport, sleep = canned
     answers.append((302, {"Location": "https://elsewhere.example/v1/balances"}, b""))
     with pytest.raises(NoahHTTPError, match="HTTP 302 Found on page 1 with an empty body"):
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     assert len(transport.sent) == 1 and sleep.waits == []
 
 
@@ -705,7 +706,7 @@ def test_server_echoing_the_key_is_redacted(canned) -> None:  # noqa: ANN001
     echo = json.dumps({"Detail": "bad key apikey_sandbox_canned-0001", "Instance": "i-1"}).encode()
     answers.append((401, {}, echo))
     with pytest.raises(NoahAuthError) as caught:
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     assert "apikey_sandbox_canned-0001" not in str(caught.value) and "[REDACTED]" in caught.value.detail
 
 

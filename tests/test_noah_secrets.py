@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from transports import RecordingTransport
 
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox, generate_signing_keypair
-from balances_etl.noah import ConfigError, NoahClient, NoahConfig, NoahError
+from balances_etl.noah import BALANCES, ConfigError, NoahClient, NoahConfig, NoahError
 from balances_etl.noah.signing import load_private_key
 
 WRONG_API_KEY = "apikey_sandbox_wrong-but-still-secret"
@@ -104,7 +104,7 @@ def test_no_secret_in_logs_errors_or_stats(
     with NoahClient(config, transport=transport, sleep=lambda seconds: None) as client:
         texts.append(repr(client))
         try:
-            snapshot = client.fetch_snapshot()
+            snapshot = client.fetch(BALANCES)
         except NoahError as error:
             assert scenario not in ("success", "success-after-every-transient")
             texts += error_texts(error)
@@ -126,7 +126,7 @@ def test_server_echoing_the_api_key_is_redacted(
     config = NoahConfig(api_key=api_key, signing_key=load_private_key(p384_keypair[0]), base_url=sandbox.base_url)
     caplog.set_level(logging.DEBUG)
     with NoahClient(config) as client, pytest.raises(NoahError) as caught:
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     assert "rejected key [REDACTED]" in str(caught.value)
     assert_nothing_leaks([*error_texts(caught.value), caplog.text], [api_key])
 
@@ -135,7 +135,7 @@ def test_item_value_echoing_the_api_key_is_redacted(sandbox: NoahSandbox, api_ke
     sandbox.add_fault(Fault(kind=FaultKind.INVALID_AMOUNT, value=f"{api_key}!"))
     config = NoahConfig(api_key=api_key, signing_key=load_private_key(p384_keypair[0]), base_url=sandbox.base_url)
     with NoahClient(config) as client, pytest.raises(NoahError) as caught:
-        client.fetch_snapshot()
+        client.fetch(BALANCES)
     assert "[REDACTED]" in str(caught.value)
     assert_nothing_leaks(error_texts(caught.value), [api_key])
 

@@ -10,7 +10,7 @@
   written as absent, "" or null, awkward token text) served to the real ``NoahClient``. The pages
   are served by a scripted transport handed to the client (``tests/transports.py``) rather than by
   the emulator: it exercises all of the client's pagination code (query building and encoding,
-  a fresh ES384 signature per request, response decoding, ``SnapshotAssembler``'s token-chain and
+  a fresh ES384 signature per request, response decoding, ``PageAssembler``'s token-chain and
   cycle rules) and lets the test define arbitrary graphs the emulator cannot express, at hundreds
   of examples per second. The server also checks each request's JWT ``queryParams`` against the
   query actually sent. The emulator's own pagination over real HTTP is covered by the fault matrix.
@@ -50,13 +50,14 @@ from transports import ScriptedTransport, SentRequest
 
 from balances_etl.domain.amounts import AMOUNT_MAX_LENGTH, amount_problem, canonical_amount, fits_decimal_38_18
 from balances_etl.noah import (
+    BALANCES,
     MalformedPageError,
     NoahClient,
     NoahConfig,
     NoahError,
     PageValidationError,
     PaginationError,
-    ReplaySource,
+    replay,
     parse_retry_after,
 )
 from balances_etl.noah.signing import load_private_key
@@ -318,18 +319,18 @@ def test_pagination_reads_every_item_exactly_once_or_reports_the_cycle(graph: To
     client = NoahClient(config, transport=ScriptedTransport(server.answer), sleep=lambda _: None)
     if cycles:
         with pytest.raises(PaginationError, match="token cycle"):
-            client.fetch_snapshot()
+            client.fetch(BALANCES)
         assert len(server.served) <= len(path) + 2  # it stops at the repeat, it does not loop
         return
-    snapshot = client.fetch_snapshot()
+    snapshot = client.fetch(BALANCES)
     expected = [item for page in path for item in graph.items(page)]
     columns = snapshot.columns
-    assert list(zip(columns.account_type, columns.crypto_currency, columns.available_raw, columns.total_raw,
-                    strict=True)) == [(i["AccountType"], i["CryptoCurrency"], i["Available"], i["Total"]) for i in expected]
-    assert columns.page_number == [n for n, page in enumerate(path, start=1) for _ in range(graph.sizes[page])]
+    fields = ("account_type", "crypto_currency", "available_raw", "total_raw")
+    assert list(zip(*(columns.column(name) for name in fields), strict=True)) == [(i["AccountType"], i["CryptoCurrency"], i["Available"], i["Total"]) for i in expected]
+    assert columns.column("page_number") == [n for n, page in enumerate(path, start=1) for _ in range(graph.sizes[page])]
     assert server.served == path and snapshot.stats.pages == len(path)
     # What was landed replays to the very same columns.
-    replayed = ReplaySource([page.body for page in snapshot.pages]).fetch_snapshot()
+    replayed = replay(BALANCES, [page.body for page in snapshot.pages])
     assert replayed.columns == columns
 
 
@@ -373,41 +374,41 @@ def model_item_problem(item: object) -> str | None:
 @settings(max_examples=400)
 @given(pages)
 def test_a_page_is_accepted_exactly_or_refused_naming_item_and_field(document: object) -> None:
-    source = ReplaySource([json.dumps(document).encode()])
+    bodies = [json.dumps(document).encode()]
     if not isinstance(document, dict) or not isinstance(document.get("Items"), list):
         with pytest.raises(PageValidationError) as error:
-            source.fetch_snapshot()
+            replay(BALANCES, bodies)
         assert error.value.item_index is None and error.value.field == (None if not isinstance(document, dict) else "Items")
         return
     token = document.get("PageToken")
     if token is not None and not isinstance(token, str):
         with pytest.raises(PageValidationError) as error:
-            source.fetch_snapshot()
+            replay(BALANCES, bodies)
         assert error.value.field == "PageToken"
         return
     problems = [(index, model_item_problem(item)) for index, item in enumerate(document["Items"])]
     problems = [(index, field) for index, field in problems if field is not None]
     if problems:
         with pytest.raises(PageValidationError) as error:
-            source.fetch_snapshot()
+            replay(BALANCES, bodies)
         index, field = problems[0]
         assert (error.value.item_index, error.value.field) == (index, field or None)
         return
     if token:  # a single landed page that still points further: an incomplete landing
         with pytest.raises(PaginationError):
-            source.fetch_snapshot()
+            replay(BALANCES, bodies)
         return
-    columns = source.fetch_snapshot().columns
-    assert columns.available_raw == [item["Available"] for item in document["Items"]]
-    assert columns.total_raw == [item["Total"] for item in document["Items"]]
-    assert columns.crypto_currency == [item["CryptoCurrency"] for item in document["Items"]]
+    columns = replay(BALANCES, bodies).columns
+    assert columns.column("available_raw") == [item["Available"] for item in document["Items"]]
+    assert columns.column("total_raw") == [item["Total"] for item in document["Items"]]
+    assert columns.column("crypto_currency") == [item["CryptoCurrency"] for item in document["Items"]]
 
 
 @settings(max_examples=400)
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
 def test_any_bytes_are_a_page_or_a_noah_error_never_a_crash(body: bytes) -> None:
     try:
-        ReplaySource([body]).fetch_snapshot()
+        replay(BALANCES, [body])
     except (MalformedPageError, PageValidationError, PaginationError) as error:
         assert isinstance(error, NoahError) and str(error)
 
@@ -569,35 +570,88 @@ def test_the_reference_pattern_is_noahs_published_one() -> None:
 KEYS = [("Current", "BTC_TEST"), ("Current", "USDC_TEST"), ("Savings", "BTC_TEST")]
 # Totals with two spellings of one number ("2" and "2.0" are one run of equal totals) and a
 # too-wide one; availables sometimes above the total.
-key_day = st.one_of(st.none(), st.tuples(st.sampled_from(["0.5", "1", "3"]), st.sampled_from(["1", "2", "2.0", "1" * 21])))
-histories = st.lists(st.one_of(st.none(), st.lists(key_day, min_size=len(KEYS), max_size=len(KEYS))), min_size=1, max_size=9)
+# Keys and days are present two times in three, so keys have consecutive snapshots to roll forward.
+balance = st.tuples(st.sampled_from(["0.5", "1", "3"]), st.sampled_from(["1", "2", "2.0", "1", "2", "1" * 21]))
+key_day = st.one_of(st.none(), balance, balance)
+snapshot_day = st.lists(key_day, min_size=len(KEYS), max_size=len(KEYS))
+histories = st.lists(st.one_of(st.none(), snapshot_day, snapshot_day), min_size=1, max_size=9)
+# Transactions seen by the syncs: a currency, a direction, an Amount (sometimes missing or too wide),
+# a NetworkFee, and what each day's sync saw (not seen, or a status: any sequence, so a
+# transaction can be first seen Settled, settle after Pending, even come back). The amounts are the
+# same few numbers as the balances', so windows balance, break and pair up as timing often.
+MAX_DAYS = 10
+transactions_seen = st.lists(
+    st.tuples(
+        st.sampled_from(["BTC_TEST", "USDC_TEST"]),
+        st.sampled_from(["In", "Out"]),
+        # missing, too wide, and big enough that two of them cannot be summed in DECIMAL(38,18)
+        st.sampled_from(["1", "0.5", "1", "0.5", "1", "0.5", None, "1" * 21, "99999999999999999999.5"]),
+        st.sampled_from([None, None, None, "0.5", "0." + "0" * 18 + "1"]),
+        st.lists(st.sampled_from([None, None, "Pending", "Settled", "Settled", "Failed"]), min_size=MAX_DAYS, max_size=MAX_DAYS),
+    ),
+    max_size=5,
+)
+synced_days = st.lists(st.sampled_from([True, True, True, False]), min_size=MAX_DAYS, max_size=MAX_DAYS)
 
 
-def warehouse_of(history: list, stale_after_days: int, ledger_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory warehouse: the snapshot table (days with None are never snapshotted), ledger, views."""
-    from support_history import SQL_DIR, _normalized, day
+def warehouse_of(
+    history: list, stale_after_days: int, ledger_dir: Path, synced: list[bool] | None = None, seen: list | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse: the snapshot table (days with None are never snapshotted), ledger, the
+    transactions tables (a sync on each day ``synced`` says, seeing ``seen``), views."""
+    from support_history import Observation, day, snapshot_instant, transaction_warehouse
 
-    from balances_etl.domain.balances import ARROW_SCHEMA
-    from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
-
-    frames = [
-        _normalized(day(n), [(*key, *amounts) for key, amounts in zip(KEYS, balances, strict=True) if amounts])
+    balances = {
+        day(n): [(*key, *amounts) for key, amounts in zip(KEYS, balances, strict=True) if amounts]
         for n, balances in enumerate(history) if balances is not None
+    }
+    syncs = {day(n): snapshot_instant(day(n)) for n, on in enumerate(synced or []) if on}
+    observations = [
+        Observation(d, at, f"tx-{i}", snapshot_instant(day(0)) - dt.timedelta(days=1), status, direction, currency, amount, fee)
+        for i, (currency, direction, amount, fee, statuses) in enumerate(seen or [])
+        for d, at in syncs.items()
+        if (status := statuses[(d - day(0)).days]) is not None
     ]
-    rows = pa.concat_tables([pa.Table.from_pandas(f, schema=ARROW_SCHEMA, preserve_index=False) for f in frames] or [ARROW_SCHEMA.empty_table()])
-    con = duckdb.connect()
-    con.execute("CREATE TABLE balance_snapshots AS SELECT * FROM rows")
-    replace_ledger_table(con, ledger_dir)
-    write_reconciliation_settings(con, stale_after_days)
-    for view in sorted(SQL_DIR.glob("*.sql")):
-        con.execute(view.read_text())
-    return con
+    return transaction_warehouse(balances, observations, syncs, ledger_dir=ledger_dir, stale_after_days=stale_after_days)
+
+
+ALL_SYNCED = [True] * MAX_DAYS
+SAVINGS_DAY = ("3", "7.25")
+BIG = "99999999999999999999.5"
+
+
+def seen_on(first: int, status: str) -> list[str | None]:
+    return [None] * first + [status] * (MAX_DAYS - first)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(histories, st.integers(0, 2))
+@given(histories, st.integers(0, 2), synced_days, transactions_seen)
+# Timing pairs: BTC's In of 1 and USDC's Out of 0.5 settle between day 1's balance fetch and its sync
+# (in the balances only on day 2); USDC's pending outflow on day 1 is that Out: a pending timing too.
+@example(
+    history=[[("1", "1"), ("1", "1"), SAVINGS_DAY], [("1", "1"), ("0.5", "1"), SAVINGS_DAY],
+             [("2", "2"), ("0.5", "0.5"), SAVINGS_DAY], [("2", "2"), ("0.5", "0.5"), SAVINGS_DAY]],
+    stale_after_days=2, synced=ALL_SYNCED,
+    seen=[("BTC_TEST", "In", "1", None, seen_on(1, "Settled")), ("USDC_TEST", "Out", "0.5", None, seen_on(1, "Settled"))],
+)
+# Sums past 10^20 (two In and two Out of BIG on day 1), and a timing pair next to a real break.
+@example(
+    history=[[("1", "1"), ("1", "1"), SAVINGS_DAY], [("1", "1"), ("1", "1"), SAVINGS_DAY],
+             [("1", "1"), ("1", "2"), SAVINGS_DAY], [("1", "1"), ("1", "1"), SAVINGS_DAY]],
+    stale_after_days=2, synced=ALL_SYNCED,
+    seen=[("BTC_TEST", d, BIG, None, seen_on(1, "Settled")) for d in ("In", "In", "Out", "Out")]
+    + [("USDC_TEST", "In", "1", None, seen_on(1, "Settled")), ("USDC_TEST", "Out", "0.5", None, seen_on(3, "Settled"))],
+)
+# Fees: BTC's Out of 0.5 with a fee of 0.5 balances day 1's window only if the fee is counted; USDC's
+# Out with a fee too wide for DECIMAL(38,18) makes its window not computable.
+@example(
+    history=[[("1", "2"), ("1", "1"), SAVINGS_DAY], [("1", "1"), ("1", "1"), SAVINGS_DAY], [("1", "1"), ("1", "1"), SAVINGS_DAY]],
+    stale_after_days=0, synced=ALL_SYNCED,
+    seen=[("BTC_TEST", "Out", "0.5", "0.5", seen_on(1, "Settled")),
+          ("USDC_TEST", "Out", "0.5", "0." + "0" * 18 + "1", [None, "Pending", "Settled"] + [None] * 7)],
+)
 def test_day_scoped_breaks_equal_the_views_breaks_on_the_day_and_the_snapshot_date_before(
-    tmp_path: Path, history: list, stale_after_days: int
+    tmp_path: Path, history: list, stale_after_days: int, synced: list[bool], seen: list
 ) -> None:
     from support_history import day
 
@@ -609,12 +663,11 @@ def test_day_scoped_breaks_equal_the_views_breaks_on_the_day_and_the_snapshot_da
         "as_of_date,account_type,crypto_currency,expected_total\n"
         f"{day(1)},Current,BTC_TEST,2\n{day(2)},Savings,BTC_TEST,1\n"
     )
-    con = warehouse_of(history, stale_after_days, ledger_dir)
+    con = warehouse_of(history, stale_after_days, ledger_dir, synced, seen)
+    view = con.execute("SELECT * FROM v_reconciliation_breaks").fetchall()  # once: the windows run over all history
+    snapshot_dates = sorted({row[0] for row in con.execute("SELECT DISTINCT snapshot_date FROM balance_snapshots").fetchall()})
     for n in range(len(history) + 1):  # every day, snapshotted or not, and the day after the last
-        expected = con.execute(
-            "SELECT * FROM v_reconciliation_breaks WHERE snapshot_date IN ("
-            "SELECT CAST($day AS DATE) UNION ALL SELECT max(snapshot_date) FROM balance_snapshots WHERE snapshot_date < $day)",
-            {"day": day(n)},
-        ).fetchall()
+        dates = {day(n), *[d for d in snapshot_dates if d < day(n)][-1:]}
+        expected = [row for row in view if row[1] in dates]
         assert sorted(con.execute(load_query("breaks_on_dates"), [day(n)]).fetchall()) == sorted(expected)
     con.close()

@@ -20,11 +20,12 @@ from balances_etl.domain.names import ReconciliationCheck
 from balances_etl.pipeline.reconciliation import (
     DayReconciliation,
     new_breaks_vs_previous_day,
+    reconcile_day,
     summarize_day,
 )
 from balances_etl.settings import PROJECT_ROOT
 from balances_etl.storage.warehouse import connect_read_only
-from support_history import build_history, day
+from support_history import Observation, build_history, day, snapshot_instant, transaction_warehouse
 
 A = "Current"
 BTC, ETH, USDC, SOL = "BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST", "SOL_TEST"
@@ -71,6 +72,57 @@ LEDGER_CSVS = {
     ),
     "later.csv": f"as_of_date,account_type,crypto_currency,expected_total\n{day(9)},{A},{BTC},1\n",
 }
+
+
+# Transactions (the warehouse's transaction tables filled as the pipeline derives them from its syncs).
+# Syncs on days 0, 1 and 3 right after each snapshot; day 2 has no run at all, day 4 a snapshot but
+# no sync. BTC: t0 (In 10) settled before the first sync, the baseline; day 1: t2 (In 1.25) settled,
+# t1 (Out 2.5, fee 1e-18) Pending; day 3: t1 and t3 (In 0.75, created on day 2) settled, and 0.1 left
+# the account without any transaction. ETH: 0.5 held out of available on day 1 with no Pending Out.
+def _created(n: int, hour: int) -> dt.datetime:
+    return dt.datetime.combine(day(n), dt.time(hour), tzinfo=dt.UTC)
+
+
+FLOW_HISTORY = {
+    day(0): [(A, BTC, "10", "10"), (A, ETH, "1", "1")],
+    day(1): [(A, BTC, "8.749999999999999999", "11.25"), (A, ETH, "0.5", "1")],
+    day(3): [(A, BTC, "9.399999999999999999", "9.399999999999999999"), (A, ETH, "1", "1")],
+    day(4): [(A, BTC, "9.399999999999999999", "9.399999999999999999"), (A, ETH, "1", "1")],
+}
+FLOW_SYNCS = {day(n): snapshot_instant(day(n)) for n in (0, 1, 3)}
+_T0 = ("t0", _created(-1, 9), "In", BTC, "10")
+_T1 = ("t1", _created(1, 10), "Out", BTC, "2.50", "0.000000000000000001")
+_T2 = ("t2", _created(1, 8), "In", BTC, "1.25")
+_T3 = ("t3", _created(2, 5), "In", BTC, "0.75")
+FLOW_OBSERVATIONS = [
+    Observation(d, FLOW_SYNCS[d], tx[0], tx[1], status, tx[2], tx[3], *tx[4:])
+    for d, seen in [
+        (day(0), [(_T0, "Settled")]),
+        (day(1), [(_T0, "Settled"), (_T1, "Pending"), (_T2, "Settled")]),
+        (day(3), [(_T0, "Settled"), (_T1, "Settled"), (_T2, "Settled"), (_T3, "Settled")]),
+    ]
+    for tx, status in seen
+]
+ROLLFORWARD_DETAIL = (
+    f"closing total 9.399999999999999999 on {day(3)}, expected 9.499999999999999999 = opening total 11.25 on {day(1)}"
+    " + in 0.75 - out 2.5 - fees 0.000000000000000001"
+    f" (2 transaction(s) first seen Settled in the syncs after {day(1)} up to {day(3)}): unexplained -0.1;"
+    " look for a movement without a transaction, or a transaction GET /v1/transactions did not return"
+)
+PENDING_DETAIL = (
+    f"pending outflow 0.5 (total 1 - available 0.5) vs 0 in the 0 Out transaction(s) Pending in the {day(1)} sync:"
+    " unexplained 0.5; look for a Pending Out transaction GET /v1/transactions did not return, or a hold without one"
+)
+
+
+def flow_warehouse() -> duckdb.DuckDBPyConnection:
+    return transaction_warehouse(FLOW_HISTORY, FLOW_OBSERVATIONS, FLOW_SYNCS)
+
+
+@pytest.fixture(scope="module")
+def flows() -> Iterator[duckdb.DuckDBPyConnection]:
+    with flow_warehouse() as con:
+        yield con
 
 
 @pytest.fixture(scope="module")
@@ -324,19 +376,117 @@ def test_summary_counts(ledger: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_every_check_name_is_a_constant_and_every_constant_is_emitted(
-    history: duckdb.DuckDBPyConnection, stale: duckdb.DuckDBPyConnection, ledger: duckdb.DuckDBPyConnection
+    history: duckdb.DuckDBPyConnection,
+    stale: duckdb.DuckDBPyConnection,
+    ledger: duckdb.DuckDBPyConnection,
+    flows: duckdb.DuckDBPyConnection,
 ) -> None:
     # statically: every snake_case literal of the breaks view is a check name, and each constant is there
     sql = next((PROJECT_ROOT / "sql").glob(f"*_{View.RECONCILIATION_BREAKS}.sql")).read_text()
     literals = set(re.findall(r"'([a-z]+(?:_[a-z0-9]+)+)'", sql))
     assert literals == set(ReconciliationCheck)
-    # and the three histories between them make the view emit each one
+    # and the four histories between them make the view emit each one
     emitted = {
         name
-        for con in (history, stale, ledger)
+        for con in (history, stale, ledger, flows)
         for (name,) in rows(con, f"SELECT DISTINCT check_name FROM {View.RECONCILIATION_BREAKS}")
     }
     assert emitted == set(ReconciliationCheck)
+
+
+# --- transactions: v_balance_rollforward, v_pending_explained, v_daily_balances ----------------
+
+
+def test_rollforward_windows_with_exact_flows_and_statuses(flows: duckdb.DuckDBPyConnection) -> None:
+    got = rows(
+        flows,
+        f"SELECT crypto_currency, period_start_date, period_end_date, opening_total, settled_in, settled_out, network_fees, "
+        f"expected_closing_total, closing_total, unexplained_total, status, settled_in_transactions, settled_out_transactions "
+        f"FROM {View.BALANCE_ROLLFORWARD} ORDER BY crypto_currency, period_end_date",
+    )
+    assert got == [
+        # t0 settled before the first sync: in day 0's balance already, counted nowhere
+        (BTC, day(0), day(1), D("10"), D("1.25"), D("0"), D("0"), D("11.25"), D("11.25"), D("0"), "balanced", 1, 0),
+        # across the day without a run: t3 (In) and t1 (Out, with its fee) settled, 0.1 unexplained
+        (BTC, day(1), day(3), D("11.25"), D("0.75"), D("2.5"), D("0.000000000000000001"), D("9.499999999999999999"),
+         D("9.399999999999999999"), D("-0.1"), "unexplained", 1, 1),
+        # day 4 had no sync: not rolled forward, no number
+        (BTC, day(3), day(4), D("9.399999999999999999"), None, None, None, None, D("9.399999999999999999"), None,
+         "no_sync_at_closing", None, None),
+        (ETH, day(0), day(1), D("1"), D("0"), D("0"), D("0"), D("1"), D("1"), D("0"), "balanced", 0, 0),
+        (ETH, day(1), day(3), D("1"), D("0"), D("0"), D("0"), D("1"), D("1"), D("0"), "balanced", 0, 0),
+        (ETH, day(3), day(4), D("1"), None, None, None, None, D("1"), None, "no_sync_at_closing", None, None),
+    ]
+    assert rows(flows, f"SELECT detail FROM {View.BALANCE_ROLLFORWARD} WHERE status <> 'balanced' ORDER BY ALL") == [
+        (ROLLFORWARD_DETAIL,),
+        (f"no transactions sync on {day(4)} (the closing snapshot date) yet: not rolled forward",),
+        (f"no transactions sync on {day(4)} (the closing snapshot date) yet: not rolled forward",),
+    ]
+
+
+def test_pending_outflow_explained_by_pending_out_transactions(flows: duckdb.DuckDBPyConnection) -> None:
+    got = rows(
+        flows,
+        f"SELECT snapshot_date, crypto_currency, pending_outflow, pending_out_transactions, unexplained_pending, status, "
+        f"pending_out_count, detail FROM {View.PENDING_EXPLAINED} WHERE status <> 'balanced' OR snapshot_date = ? "
+        "ORDER BY snapshot_date, crypto_currency",
+        day(1),
+    )
+    assert got == [
+        # t1's Amount + NetworkFee, to the last 1e-18
+        (day(1), BTC, D("2.500000000000000001"), D("2.500000000000000001"), D("0"), "balanced", 1, None),
+        (day(1), ETH, D("0.5"), D("0"), D("0.5"), "unexplained", 0, PENDING_DETAIL),
+        (day(4), BTC, D("0"), None, None, "no_sync", None, f"no transactions sync on {day(4)}: pending outflow not compared"),
+        (day(4), ETH, D("0"), None, None, "no_sync", None, f"no transactions sync on {day(4)}: pending outflow not compared"),
+    ]
+
+
+def test_daily_balances_estimate_the_day_without_a_snapshot(flows: duckdb.DuckDBPyConnection) -> None:
+    got = rows(
+        flows,
+        f"SELECT balance_date, crypto_currency, total, source, previous_snapshot_date, next_snapshot_date, "
+        f"settled_transactions, note FROM {View.DAILY_BALANCES} WHERE crypto_currency = ? ORDER BY balance_date",
+        BTC,
+    )
+    assert got == [
+        (day(0), BTC, D("10"), "snapshot", None, None, None, None),
+        (day(1), BTC, D("11.25"), "snapshot", None, None, None, None),
+        # 11.25 + t3 (created on day 2) - t1 and its fee; the unexplained 0.1 is not a transaction
+        (day(2), BTC, D("9.499999999999999999"), "estimated", day(1), day(3), 2, None),
+        (day(3), BTC, D("9.399999999999999999"), "snapshot", None, None, None, None),
+        (day(4), BTC, D("9.399999999999999999"), "snapshot", None, None, None, None),
+    ]
+    # nothing estimated is ever written into the snapshots
+    assert rows(flows, "SELECT count(*) FROM balance_snapshots WHERE snapshot_date = ?", day(2)) == [(0,)]
+
+
+def test_rollforward_and_pending_breaks(flows: duckdb.DuckDBPyConnection) -> None:
+    got = rows(
+        flows,
+        f"SELECT check_name, snapshot_date, account_type, crypto_currency, detail FROM {View.RECONCILIATION_BREAKS} "
+        "WHERE check_name IN (?, ?) ORDER BY ALL",
+        ReconciliationCheck.ROLLFORWARD_UNEXPLAINED, ReconciliationCheck.PENDING_UNEXPLAINED,
+    )
+    assert got == [
+        (ReconciliationCheck.PENDING_UNEXPLAINED, day(1), A, ETH, PENDING_DETAIL),
+        (ReconciliationCheck.ROLLFORWARD_UNEXPLAINED, day(3), A, BTC, ROLLFORWARD_DETAIL),
+    ]
+    assert rows(flows, f"SELECT snapshot_date, check_name, breaks FROM {View.RECONCILIATION_SUMMARY} ORDER BY ALL") == [
+        (day(1), ReconciliationCheck.PENDING_UNEXPLAINED, 1),
+        (day(2), ReconciliationCheck.SNAPSHOT_GAP, 2),
+        (day(3), ReconciliationCheck.ROLLFORWARD_UNEXPLAINED, 1),
+    ]
+
+
+def test_daily_reconciliation_reports_the_new_checks_from_two_dates() -> None:
+    con = flow_warehouse()  # reconcile_day shadows the view on its connection: a connection of its own
+    try:
+        summary, new = reconcile_day(con, day(3))
+    finally:
+        con.close()
+    assert summary.breaks_by_check == {ReconciliationCheck.ROLLFORWARD_UNEXPLAINED: 1}
+    assert [(b["check_name"], b["crypto_currency"], b["detail"]) for b in new] == [
+        (ReconciliationCheck.ROLLFORWARD_UNEXPLAINED, BTC, ROLLFORWARD_DETAIL)]
 
 
 # --- reconciliation.py -------------------------------------------------------------------------

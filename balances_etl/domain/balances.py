@@ -1,5 +1,5 @@
-"""The balances domain's schemas: NOAH's items as received, and the normalized snapshot (columns,
-types and meaning, shared by pandas, Parquet and DuckDB)."""
+"""The balances domain's normalized snapshot: columns, types and meaning, shared by pandas, Parquet
+and DuckDB (NOAH's items as received are ``noah.endpoints.BALANCES.items``)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,6 @@ import pyarrow as pa
 from balances_etl.domain.amounts import AMOUNT_PATTERN, DECIMAL_PRECISION, DECIMAL_SCALE
 
 AMOUNT_DECIMAL = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
-
-# The items of GET /v1/balances column by column, as the client validated them (amounts exactly as
-# NOAH sent them), with where each came from: 1-based page, 0-based index within the page.
-NOAH_ITEMS_SCHEMA = pa.schema(
-    [
-        pa.field("account_type", pa.string(), nullable=False),
-        pa.field("crypto_currency", pa.string(), nullable=False),
-        pa.field("available_raw", pa.string(), nullable=False),
-        pa.field("total_raw", pa.string(), nullable=False),
-        pa.field("page_number", pa.int32(), nullable=False),
-        pa.field("item_index", pa.int32(), nullable=False),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class Column:

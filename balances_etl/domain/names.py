@@ -36,6 +36,10 @@ class Table(StrEnum):
     BALANCE_SNAPSHOTS = "balance_snapshots"
     LEDGER = "ledger_expected_balances"
     RECONCILIATION_SETTINGS = "reconciliation_settings"
+    TRANSACTION_OBSERVATIONS = "transaction_observations"  # every sync's rows (the Parquet partitions)
+    TRANSACTION_SYNCS = "transaction_syncs"
+    TRANSACTIONS = "transactions"  # latest observed state per transaction
+    TRANSACTION_STATUS_HISTORY = "transaction_status_history"
 
 
 class Check(StrEnum):
@@ -66,6 +70,8 @@ class ReconciliationCheck(StrEnum):
     LEDGER_BREAK = "ledger_break"  # NOAH and ledger differ beyond tolerance (or cannot be compared)
     MISSING_AT_NOAH = "missing_at_noah"  # ledger asserts a key NOAH did not report that day
     MISSING_IN_LEDGER = "missing_in_ledger"  # NOAH reports a key the ledger does not assert that day
+    ROLLFORWARD_UNEXPLAINED = "rollforward_unexplained"  # total moved by more or less than the settled transactions
+    PENDING_UNEXPLAINED = "pending_unexplained"  # total - available differs from the Pending Out transactions
 
 
 class View(StrEnum):
@@ -78,6 +84,9 @@ class View(StrEnum):
     CURRENCY_CHANGES = "v_currency_changes"
     STALE_BALANCES = "v_stale_balances"
     LEDGER_RECONCILIATION = "v_ledger_reconciliation"
+    BALANCE_ROLLFORWARD = "v_balance_rollforward"
+    PENDING_EXPLAINED = "v_pending_explained"
+    DAILY_BALANCES = "v_daily_balances"
     RECONCILIATION_BREAKS = "v_reconciliation_breaks"
     RECONCILIATION_SUMMARY = "v_reconciliation_summary"
 

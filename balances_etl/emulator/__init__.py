@@ -5,6 +5,9 @@ Tests, the demo and the benchmarks run against it; ``balances-etl sandbox`` runs
 
 from balances_etl.emulator.auth import generate_signing_keypair
 from balances_etl.emulator.faults import Fault, FaultKind
-from balances_etl.emulator.server import NoahSandbox, RecordedRequest, SandboxConfig
+from balances_etl.emulator.server import NoahSandbox, SandboxConfig
+from balances_etl.emulator.wire import Exchange, RecordedRequest
 
-__all__ = ["Fault", "FaultKind", "NoahSandbox", "RecordedRequest", "SandboxConfig", "generate_signing_keypair"]
+__all__ = [
+    "Exchange", "Fault", "FaultKind", "NoahSandbox", "RecordedRequest", "SandboxConfig", "generate_signing_keypair",
+]

@@ -28,10 +28,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from balances_etl.domain.names import PRODUCTION_CURRENCIES, SANDBOX_CURRENCIES
-
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
+# The codes NOAH documents per environment (CryptoCurrencyCode in NOAH's OpenAPI document), in the
+# order of its table: BTC, ETH, USDC. The emulator stands for NOAH, so it keeps its own copy.
+DOCUMENTED_CODES: dict[Environment, tuple[str, ...]] = {
+    "sandbox": ("BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST"),
+    "production": ("BTC", "ETH", "USDC"),
+}
 ACCOUNT_TYPE = "Current"
 SOMETIMES_PRESENT_MAX_ITEMS = 3
 
@@ -55,7 +59,7 @@ _DORMANT_ORDINAL = datetime.date(2026, 1, 1).toordinal()
 
 
 def documented_currencies(environment: Environment) -> tuple[str, ...]:
-    return SANDBOX_CURRENCIES if environment == "sandbox" else PRODUCTION_CURRENCIES
+    return DOCUMENTED_CODES[environment]
 
 
 def _environment_code(base: str, environment: Environment) -> str:

@@ -23,6 +23,15 @@ class Response:
     # The Detail of a NOAH Error body, for the request log.
     error_detail: str | None = None
 
+    @property
+    def wire_headers(self) -> tuple[tuple[str, str], ...]:
+        """The headers the emulator sends, in order (the HTTP server adds ``Server`` and ``Date``)."""
+        return (("Content-Type", self.content_type), ("Content-Length", str(len(self.body))), *self.headers)
+
+    def sent_body(self, method: str) -> bytes:
+        """The body bytes written: none for HEAD, only the first ``send_bytes`` when the connection drops."""
+        return b"" if method == "HEAD" else self.body[: self.send_bytes]
+
 
 def encode_json(payload: object) -> bytes:
     """Compact, key-order-preserving JSON: the same payload always gives the same bytes."""

@@ -2,7 +2,8 @@
 
 It checks the API key and the ES256/ES384 ``Api-Signature`` JWT, paginates with opaque tokens,
 serves deterministic data (see ``dataset``), injects faults on demand (see ``faults``) and records
-every ``/v1`` request. ``/_sandbox/...`` is a local control surface (see ``control``).
+every ``/v1`` request (see ``wire``). ``/_sandbox/...`` is a local control surface (see ``control``).
+An in-process ``on_exchange`` listener sees every ``/v1`` exchange as it goes over the wire.
 
 Accepted sockets get TCP_NODELAY: without it a keep-alive client waits ~40 ms per request for
 Nagle's algorithm and the delayed ACK.
@@ -10,19 +11,16 @@ Nagle's algorithm and the delayed ACK.
 
 from __future__ import annotations
 
-import base64
 import copy
 import datetime
 import hashlib
-import hmac
 import logging
 import re
-import secrets
 import socket
-import struct
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.message import Message
 from enum import Enum
@@ -43,6 +41,7 @@ from balances_etl.emulator.dataset import (
 )
 from balances_etl.emulator.faults import Fault, FaultBook, FaultKind, FaultTarget, Page, respond
 from balances_etl.emulator.responses import Response, encode_json, error_response
+from balances_etl.emulator.wire import Exchange, PageTokens, RecordedRequest
 
 _log = logging.getLogger(__name__)
 
@@ -59,22 +58,6 @@ class _Unset(Enum):
 
 
 UNSET = _Unset.UNSET
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One ``/v1`` request as the server saw and answered it (the control surface is not recorded)."""
-
-    number: int
-    method: str
-    path: str
-    query: dict[str, str]
-    claims: dict[str, object] | None
-    token_sha256: str | None
-    status: int
-    page_number: int | None
-    fault: str | None
-    error_detail: str | None
 
 
 @dataclass(frozen=True)
@@ -115,40 +98,6 @@ class SandboxConfig:
         }
 
 
-class _PageTokens:
-    """Opaque page tokens: (page number, offset) + an HMAC under a per-sandbox secret.
-
-    Deterministic within one sandbox (the same page always gets the same token, so TOKEN_CYCLE
-    can hand back the very token a client already used) and unguessable from outside.
-    URL-safe base64 without padding: nothing in a token changes under URL encoding.
-    """
-
-    _PAYLOAD = struct.Struct(">II")
-    _MAC_BYTES = 12
-
-    def __init__(self) -> None:
-        self._secret = secrets.token_bytes(32)
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()[: self._MAC_BYTES]
-
-    def issue(self, page_number: int, offset: int) -> str:
-        payload = self._PAYLOAD.pack(page_number, offset)
-        return base64.urlsafe_b64encode(payload + self._mac(payload)).rstrip(b"=").decode()
-
-    def read(self, token: str) -> tuple[int, int]:
-        """(page number, offset) of a token this sandbox issued; ValueError otherwise."""
-        try:
-            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        except ValueError:
-            raw = b""
-        payload, mac = raw[: self._PAYLOAD.size], raw[self._PAYLOAD.size :]
-        if len(raw) != self._PAYLOAD.size + self._MAC_BYTES or not hmac.compare_digest(mac, self._mac(payload)):
-            raise ValueError("PageToken is not a token this API issued")
-        page_number, offset = self._PAYLOAD.unpack(payload)
-        return page_number, offset
-
-
 def _page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
@@ -158,7 +107,7 @@ def _page_size(raw: str | None) -> int:
 
 
 @dataclass
-class _Exchange:
+class _Answering:
     """What is learnt about one request while answering it, for the request log."""
 
     number: int
@@ -200,11 +149,14 @@ class NoahSandbox:
         simulated_date: datetime.date | None = None,
         item_count: int = 3,
         environment: Environment = "sandbox",
+        on_exchange: Callable[[Exchange], None] | None = None,
     ) -> None:
         """``api_key`` defaults to ``apikey_sandbox_emulator`` (``apikey_prod_emulator`` in production).
 
         Without ``public_key_pem`` unsigned calls are accepted, like a sandbox key created without a
-        signing key; with it every call must carry a valid ``Api-Signature``.
+        signing key; with it every call must carry a valid ``Api-Signature``. ``on_exchange`` (also
+        settable later as ``sandbox.on_exchange``) is called with every ``/v1`` ``Exchange``; an
+        exception it raises is logged, never sent to the client.
         """
         if environment not in ENVIRONMENTS:
             raise ValueError(f"environment must be one of {ENVIRONMENTS}")
@@ -218,7 +170,8 @@ class NoahSandbox:
         self._lock = threading.Lock()
         self._config = SandboxConfig(seed, simulated_date, item_count)
         self._faults = FaultBook()
-        self._tokens = _PageTokens()
+        self._tokens = PageTokens()
+        self.on_exchange = on_exchange
         self._records: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self._request_count = 0
         self._http: _HttpServer | None = None
@@ -314,6 +267,17 @@ class NoahSandbox:
         """The faults still armed; ``times`` is how many firings are left."""
         return self._faults.armed()
 
+    # pagination
+
+    def expire_page_tokens(self) -> None:
+        """Invalidate every PageToken issued so far, as a NOAH deploy rotating its token key would.
+
+        A request carrying one of them is then answered with NOAH's 400 InvalidMessage
+        ("PageToken is not a token this API issued"); tokens issued afterwards work.
+        """
+        with self._lock:
+            self._tokens = PageTokens()
+
     # request log
 
     @property
@@ -337,7 +301,7 @@ class NoahSandbox:
             self._request_count += 1
             number = self._request_count
         counts = Counter(name for name, _ in pairs)
-        exchange = _Exchange(
+        exchange = _Answering(
             number,
             method,
             url.path,
@@ -354,10 +318,20 @@ class NoahSandbox:
         with self._lock:
             self._records.append(record)
         _log.debug("%s %s -> %s (fault %s)", method, target, response.status, exchange.fault)
+        listener = self.on_exchange
+        if listener is not None:
+            try:
+                listener(Exchange(
+                    time.time(), method, target, tuple(headers.items()), response.status, response.wire_headers,
+                    len(response.sent_body(method)), response.delay_seconds, record,
+                ))
+            except Exception:
+                _log.exception("the on_exchange listener failed on %s %s", method, target)
         return response
 
-    def _answer_balances(self, exchange: _Exchange, headers: Message) -> Response:
+    def _answer_balances(self, exchange: _Answering, headers: Message) -> Response:
         action = f"GET {BALANCES_PATH}"
+        tokens = self._tokens  # one key for the whole answer, even if they expire meanwhile
         try:
             check_api_key(headers.get("X-Api-Key"), self.api_key, self.environment)
             if self._verifier is not None:
@@ -371,7 +345,7 @@ class NoahSandbox:
                 raise ValueError(f"query parameters given more than once: {exchange.repeated_parameters}")
             page_size = _page_size(exchange.query.get("PageSize"))
             token = exchange.query.get("PageToken")
-            page_number, offset = (1, 0) if token is None else self._tokens.read(token)
+            page_number, offset = (1, 0) if token is None else tokens.read(token)
         except ValueError as error:
             return error_response(400, "InvalidMessage", str(error), action)
         exchange.page_number = page_number
@@ -379,7 +353,7 @@ class NoahSandbox:
         source = self._config.source(self.environment)
         items = source.slice(offset, offset + page_size)
         end = offset + len(items)
-        next_token = self._tokens.issue(page_number + 1, end) if end < len(source) else None
+        next_token = tokens.issue(page_number + 1, end) if end < len(source) else None
         fault = self._faults.take(FaultTarget(exchange.number, page_number, next_token is None, len(items)))
         exchange.fault = fault.kind if fault else None
         page = Page(
@@ -387,7 +361,7 @@ class NoahSandbox:
             items=items,
             next_token=next_token,
             account_head=source.slice(0, 1),
-            token_for_page=lambda number: self._tokens.issue(number, (number - 1) * page_size),
+            token_for_page=lambda number: tokens.issue(number, (number - 1) * page_size),
             unknown_currency=unknown_currency_code(self.environment),
             action=action,
         )
@@ -425,13 +399,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
+        for name, value in response.wire_headers:
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body[: response.send_bytes])
+        body = response.sent_body(self.command)
+        if body:
+            self.wfile.write(body)
         if response.send_bytes is not None:
             self.close_connection = True
 

@@ -1,6 +1,6 @@
-"""NOAH Business API client for ``GET /v1/balances``: configuration, signing, pagination, retries."""
+"""NOAH Business API client for its list endpoints: configuration, signing, pagination, retries, validation."""
 
-from balances_etl.noah.client import BalancesSource, NoahClient, ReplaySource, parse_retry_after
+from balances_etl.noah.client import NoahClient, parse_retry_after, replay
 from balances_etl.noah.config import ConfigVariable, NoahConfig
 from balances_etl.noah.errors import (
     ConfigError,
@@ -15,15 +15,18 @@ from balances_etl.noah.errors import (
     RetriesExhausted,
     redact,
 )
-from balances_etl.noah.pages import BalanceColumns, BalanceSnapshot, RawPage, SnapshotStats
+from balances_etl.noah.endpoints import BALANCES, TRANSACTIONS, Endpoint
+from balances_etl.noah.pages import Fetched, FetchStats, ItemColumns, RawPage
 from balances_etl.noah.signing import RequestSigner
 
 __all__ = [
-    "BalanceColumns",
-    "BalanceSnapshot",
-    "BalancesSource",
+    "BALANCES",
     "ConfigError",
     "ConfigVariable",
+    "Endpoint",
+    "FetchStats",
+    "Fetched",
+    "ItemColumns",
     "MalformedPageError",
     "NoahAuthError",
     "NoahClient",
@@ -35,10 +38,10 @@ __all__ = [
     "PaginationError",
     "RateLimitError",
     "RawPage",
-    "ReplaySource",
     "RequestSigner",
     "RetriesExhausted",
-    "SnapshotStats",
+    "TRANSACTIONS",
     "parse_retry_after",
     "redact",
+    "replay",
 ]

@@ -1,4 +1,8 @@
-"""NOAH ``GET /v1/balances`` over HTTP (:class:`NoahClient`) and from landed pages (:class:`ReplaySource`).
+"""NOAH's list endpoints over HTTP (:class:`NoahClient`) and from landed pages (:func:`replay`).
+
+One mechanism for every endpoint (``endpoints.BALANCES``, ``endpoints.TRANSACTIONS``): a fresh
+signature per attempt, ``PageToken`` pagination with cycle and page-cap protection, retries, NOAH
+error bodies and page validation against the endpoint's item schema.
 
 Retry policy, per page:
 
@@ -28,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import NoReturn, Protocol
+from typing import NoReturn
 from urllib.parse import quote, urlencode, urlsplit
 
 import pyarrow as pa
@@ -46,13 +50,13 @@ from balances_etl.noah.errors import (
     RetriesExhausted,
     snippet,
 )
-from balances_etl.noah.pages import BalanceSnapshot, RawPage, SnapshotAssembler, SnapshotStats, decode_body
+from balances_etl.noah.endpoints import Endpoint
+from balances_etl.noah.pages import FetchStats, Fetched, PageAssembler, RawPage, decode_body
 from balances_etl.noah.signing import RequestSigner
 from balances_etl.noah.transport import HttpClientTransport, HttpResponse, Transport, TransportError
 
 logger = logging.getLogger("balances_etl.noah")
 
-BALANCES_RESOURCE = "/balances"
 RETRY_AFTER_MINIMUM_SECONDS = 0.05  # "Retry-After: 0" or a past date must not become a hot loop
 _RETRY_AFTER_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _ERROR_FIELD_LIMIT = 300
@@ -69,12 +73,10 @@ def _user_agent() -> str:
 USER_AGENT = _user_agent()
 
 
-# Takes each valid page as received and its items (``domain.balances.NOAH_ITEMS_SCHEMA``).
+# Takes each valid page as received and its items (the endpoint's ``items.arrow_schema``).
 PageConsumer = Callable[[RawPage, pa.RecordBatch], None]
-
-
-class BalancesSource(Protocol):
-    def fetch_snapshot(self) -> BalanceSnapshot: ...
+# Given a valid page's items, whether the fetch has read far enough (the next page is not requested).
+StopCondition = Callable[[pa.RecordBatch], bool]
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -97,7 +99,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 
 class NoahClient:
-    """Fetches one complete balances snapshot from NOAH, page by page, signed and retried.
+    """Fetches every page of a NOAH list endpoint, signed and retried.
 
     ``transport`` defaults to one ``http.client`` connection (:mod:`balances_etl.noah.transport`);
     tests pass one that answers from a script or records what was sent. ``sleep`` and ``clock`` are
@@ -114,12 +116,10 @@ class NoahClient:
     ) -> None:
         self.config = config
         self._owns_transport = transport is None
-        self._url = config.base_url + BALANCES_RESOURCE
-        self._transport = HttpClientTransport(self._url) if transport is None else transport
+        self._transport = HttpClientTransport(config.base_url) if transport is None else transport
         self._sleep = sleep
         self._clock = clock
         self._signer = RequestSigner(config.signing_key) if config.signing_key is not None else None
-        self._path = urlsplit(self._url).path
         self._timeout = (config.connect_timeout_seconds, config.read_timeout_seconds)
 
     def __repr__(self) -> str:
@@ -138,47 +138,59 @@ class NoahClient:
     ) -> None:
         self.close()
 
-    def fetch_snapshot(self, on_page: PageConsumer | None = None) -> BalanceSnapshot:
-        """Every page of ``GET /balances``, validated; see the module docstring for what is retried.
+    def fetch(
+        self, endpoint: Endpoint, on_page: PageConsumer | None = None, stop_after: StopCondition | None = None
+    ) -> Fetched:
+        """Every page of ``endpoint``, validated; see the module docstring for what is retried.
 
         Pipelined one page deep: once a page's envelope and next token are checked, the next page
         is requested, and this page is decoded strictly (repeated keys), its items validated and
         the page handed to ``on_page`` with its items while NOAH prepares the next. Pages reach
-        ``on_page`` in order, each once, and only when valid.
+        ``on_page`` in order, each once, and only when valid. With ``stop_after``, each page is
+        taken in before the next is requested, and the fetch ends after the first page for which
+        it returns True (``stats.stopped_early``).
         On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
-        assembler = SnapshotAssembler(max_pages=self.config.max_pages)
+        assembler = PageAssembler(endpoint.items, max_pages=self.config.max_pages)
+        url = self.config.base_url + endpoint.path
         started = self._clock()
         token: str | None = None
         page_number = 0
-        unfinished: Callable[[], None] | None = None  # the previous page's items, still to be taken in
+        unfinished: Callable[[], pa.RecordBatch] | None = None  # the previous page's items, still to be taken in
         try:
             while True:
                 page_number += 1
-                query = {"PageSize": str(self.config.page_size)}
+                query = {"PageSize": str(self.config.page_size), **endpoint.query}
                 if token is not None:
                     query["PageToken"] = token
-                page, document, secrets = self._fetch_page(page_number, query, assembler.stats, unfinished)
+                page, document, secrets = self._fetch_page(url, page_number, query, assembler.stats, unfinished)
                 token = assembler.next_token(page_number, document, secrets)
                 unfinished = functools.partial(_take_in, assembler, page, secrets, on_page)
                 if token is None:
                     unfinished()
                     break
+                if stop_after is not None:
+                    items, unfinished = unfinished(), None
+                    if stop_after(items):
+                        assembler.stats.stopped_early = True
+                        break
         except NoahError as error:
             error.stats = assembler.stats
-            logger.info("NOAH balances snapshot (%s) failed on page %d after %d attempts: %s",
+            logger.info("NOAH %s (%s) failed on page %d after %d attempts: %s", endpoint.name,
                         self.config.environment, error.page_number or page_number, assembler.stats.attempts, error)
             raise
         stats = assembler.stats
         logger.info(
-            "NOAH balances snapshot (%s): %d items on %d pages, %d attempts (%d retries, %.3f s waiting), %.3f s",
-            self.config.environment, stats.items, stats.pages, stats.attempts, stats.retries,
+            "NOAH %s (%s): %d items on %d pages%s, %d attempts (%d retries, %.3f s waiting), %.3f s",
+            endpoint.name, self.config.environment, stats.items, stats.pages,
+            " (stopped early)" if stats.stopped_early else "", stats.attempts, stats.retries,
             stats.total_wait_seconds, self._clock() - started,
         )
-        return assembler.snapshot()
+        return assembler.fetched()
 
     def _fetch_page(
-        self, page_number: int, query: dict[str, str], stats: SnapshotStats, meanwhile: Callable[[], None] | None
+        self, url: str, page_number: int, query: dict[str, str], stats: FetchStats,
+        meanwhile: Callable[[], object] | None,
     ) -> tuple[RawPage, object, tuple[str, ...]]:
         """One page, retried; returns the page, its decoded JSON and the secrets to redact from it.
 
@@ -195,10 +207,10 @@ class NoahClient:
         while True:
             attempt += 1
             stats.attempts += 1
-            signature = self._signer.sign("GET", self._path, query) if self._signer is not None else None
+            signature = self._signer.sign("GET", urlsplit(url).path, query) if self._signer is not None else None
             secrets = (self.config.api_key,) if signature is None else (self.config.api_key, signature)
             try:
-                outcome = self._attempt(page_number, attempt, query, signature, secrets, stats, run_pending)
+                outcome = self._attempt(url, page_number, attempt, query, signature, secrets, stats, run_pending)
             finally:
                 run_pending()
             if not isinstance(outcome, NoahError):
@@ -211,20 +223,22 @@ class NoahClient:
 
     def _attempt(
         self,
+        url: str,
         page_number: int,
         attempt: int,
         query: dict[str, str],
         signature: str | None,
         secrets: tuple[str, ...],
-        stats: SnapshotStats,
-        while_waiting: Callable[[], None],
+        stats: FetchStats,
+        while_waiting: Callable[[], object],
     ) -> tuple[RawPage, object] | NoahError:
         """One request. Returns the page, or the retryable failure; raises failures that must not be retried."""
         headers = {"X-Api-Key": self.config.api_key, "Accept": "application/json", "User-Agent": USER_AGENT}
         if signature is not None:
             headers["Api-Signature"] = signature
         # Encode the query ourselves so the wire carries exactly the signed queryParams.
-        url = f"{self._url}?{urlencode(query, quote_via=quote, safe='')}"
+        path = urlsplit(url).path
+        url = f"{url}?{urlencode(query, quote_via=quote, safe='')}"
         ours = [0.0]  # seconds spent in while_waiting: not part of the request's time
 
         def timed_while_waiting() -> None:
@@ -257,7 +271,7 @@ class NoahClient:
         except MalformedPageError as malformed:
             return malformed
         page = RawPage.received(
-            page_number, body, request_path=self._path, query=dict(query), attempts=attempt, elapsed_seconds=elapsed
+            page_number, body, request_path=path, query=dict(query), attempts=attempt, elapsed_seconds=elapsed
         )
         return page, document
 
@@ -281,7 +295,7 @@ class NoahClient:
         error_class = NoahAuthError if status in AUTH_STATUSES else NoahHTTPError
         return error_class(*args, body_snippet=body_snippet)
 
-    def _wait_before_retry(self, failure: NoahError, attempt: int, stats: SnapshotStats) -> float:
+    def _wait_before_retry(self, failure: NoahError, attempt: int, stats: FetchStats) -> float:
         """Seconds to wait before the next attempt, or raise when the client must give up."""
         config = self.config
         if isinstance(failure, RateLimitError) and failure.exceeds_cap:
@@ -302,7 +316,7 @@ class NoahClient:
         return wait
 
     @staticmethod
-    def _give_up(failure: NoahError, attempt: int, stats: SnapshotStats, why: str) -> NoReturn:
+    def _give_up(failure: NoahError, attempt: int, stats: FetchStats, why: str) -> NoReturn:
         if isinstance(failure, MalformedPageError):
             raise MalformedPageError(
                 failure.reason, page_number=failure.page_number, body_prefix=failure.body_prefix, attempts=attempt
@@ -311,16 +325,17 @@ class NoahClient:
 
 
 def _take_in(
-    assembler: SnapshotAssembler,
+    assembler: PageAssembler,
     page: RawPage,
     secrets: tuple[str, ...],
     on_page: PageConsumer | None,
-) -> None:
+) -> pa.RecordBatch:
     """The second half of taking a page: decoded again, strictly (a repeated JSON key fails the
     run here, while the next page is in flight), its items validated and kept, the page handed on."""
     items = assembler.add(page, decode_body(page.body, page.page_number, secrets), secrets)
     if on_page is not None:
         on_page(page, items)
+    return items
 
 
 def _error_fields(body: bytes) -> dict[str, object]:
@@ -332,34 +347,31 @@ def _error_fields(body: bytes) -> dict[str, object]:
     return document if isinstance(document, dict) else {}
 
 
-class ReplaySource:
-    """The snapshot twin of :class:`NoahClient`: the same validation, from landed raw page bodies.
+def replay(endpoint: Endpoint, bodies: Sequence[bytes], *, stopped_early: bool = False) -> Fetched:
+    """A fetch of ``endpoint`` again, from landed raw page bodies, validated exactly like the live one.
 
-    The bodies must form a complete token chain (every page but the last has a next token), so a
-    landing that lost its last page is refused rather than replayed as a smaller snapshot.
-    Replayed pages carry ``status`` 200, ``attempts`` 0, an empty ``request_path``/``query`` (not
-    landed with the body) and ``received_at`` = replay time.
+    The bodies must form a complete token chain: every page but the last has a next token, and the
+    last has none unless the fetch ``stopped_early`` (an incremental sync's horizon), so a landing
+    that lost its last page is refused rather than replayed as a smaller fetch. Replayed pages carry
+    ``status`` 200, ``attempts`` 0, an empty ``request_path``/``query`` (not landed with the body)
+    and ``received_at`` = replay time.
     """
-
-    def __init__(self, bodies: Sequence[bytes]) -> None:
-        self._bodies = list(bodies)
-
-    def fetch_snapshot(self) -> BalanceSnapshot:
-        if not self._bodies:
-            raise PaginationError("no page bodies to replay: a snapshot has at least one page")
-        assembler = SnapshotAssembler(max_pages=None)
-        last = len(self._bodies)
-        for page_number, body in enumerate(self._bodies, start=1):
-            page = RawPage.received(page_number, body, request_path="", query={}, attempts=0, elapsed_seconds=0.0)
-            token = assembler.accept(page, decode_body(body, page_number))
-            if token is None and page_number < last:
-                raise PaginationError(
-                    f"page {page_number} ends pagination but {last - page_number} more bodies follow",
-                    page_number=page_number,
-                )
-            if token is not None and page_number == last:
-                raise PaginationError(
-                    f"the last body (page {page_number}) still has a next page token: the landed pages are incomplete",
-                    page_number=page_number,
-                )
-        return assembler.snapshot()
+    if not bodies:
+        raise PaginationError("no page bodies to replay: a fetch has at least one page")
+    assembler = PageAssembler(endpoint.items, max_pages=None)
+    last = len(bodies)
+    for page_number, body in enumerate(bodies, start=1):
+        page = RawPage.received(page_number, body, request_path="", query={}, attempts=0, elapsed_seconds=0.0)
+        token = assembler.accept(page, decode_body(body, page_number))
+        if token is None and page_number < last:
+            raise PaginationError(
+                f"page {page_number} ends pagination but {last - page_number} more bodies follow",
+                page_number=page_number,
+            )
+        if token is not None and page_number == last and not stopped_early:
+            raise PaginationError(
+                f"the last body (page {page_number}) still has a next page token: the landed pages are incomplete",
+                page_number=page_number,
+            )
+    assembler.stats.stopped_early = stopped_early
+    return assembler.fetched()

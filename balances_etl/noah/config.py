@@ -8,17 +8,16 @@ An empty variable counts as unset (a blank line in ``.env`` means "use the defau
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from balances_etl.config_table import ConfigVariable, Number, Variable
 from balances_etl.noah.errors import ConfigError
 from balances_etl.noah.signing import algorithm_for, load_private_key
 
@@ -34,70 +33,62 @@ SANDBOX_KEY_PREFIX = "apikey_sandbox_"
 PRODUCTION_KEY_PREFIX = "apikey_prod_"
 _MAX_PEM_BYTES = 64 * 1024  # a P-384 PEM is ~300 bytes; refuse to slurp a wrong, huge file
 _PRINTABLE_ASCII_NO_SPACE = re.compile(r"[\x21-\x7e]+")  # a header value requests will not reject
-_WHOLE_NUMBER = re.compile(r"[0-9]+")
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+# The configuration table (balances_etl.config_table): each default and meaning is written here only.
+_API_KEY = Variable(API_KEY_VARIABLE, None,
+                    f"NOAH API key, sent as X-Api-Key. {PRODUCTION_KEY_PREFIX}... keys must also sign.",
+                    str, shown_default="(required)")
+_SIGNING_KEY_PATH = Variable(SIGNING_KEY_PATH_VARIABLE, None,
+                             "Path to the request-signing EC private key PEM "
+                             "(P-384 => ES384, P-256 => ES256; SEC1 or PKCS#8).", str)
+_SIGNING_KEY = Variable(SIGNING_KEY_VARIABLE, None,
+                        "The same PEM as text (\\n escapes allowed); set at most one of this and "
+                        f"{SIGNING_KEY_PATH_VARIABLE}. Neither: requests are unsigned "
+                        "(sandbox keys without a signing key only).", str)
+_BASE_URL = Variable(BASE_URL_VARIABLE, SANDBOX_BASE_URL,
+                     f"NOAH API base URL ending in /v1; production is https://{PRODUCTION_HOST}/v1. "
+                     "Plain http only for loopback (the emulator).", str)
 
 
-class ConfigVariable(NamedTuple):
-    """One row of the documented configuration table (the README is checked against it)."""
-
-    variable: str
-    default: str
-    meaning: str
+def _whole(minimum: int, maximum: int) -> Number:
+    return Number(int, minimum, maximum)
 
 
-@dataclass(frozen=True)
-class _Tunable:
-    variable: str
-    field: str
-    kind: type[int] | type[float]
-    default: int | float
-    minimum: int | float
-    maximum: int | float
-    meaning: str
-
-    def parse(self, text: str) -> int | float:
-        pattern = _WHOLE_NUMBER if self.kind is int else _SECONDS
-        if pattern.fullmatch(text) is None:
-            wanted = "a whole number" if self.kind is int else "a number of seconds such as 0.5"
-            raise ConfigError(f"{self.variable} must be {wanted} (value not shown)", variable=self.variable)
-        return self.kind(text)
-
-    def check(self, value: object) -> None:
-        valid_type = isinstance(value, int) if self.kind is int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not valid_type:
-            raise ConfigError(
-                f"{self.variable} must be a {self.kind.__name__}, got {type(value).__name__}", variable=self.variable
-            )
-        if not (math.isfinite(value) and self.minimum <= value <= self.maximum):  # type: ignore[arg-type]
-            raise ConfigError(
-                f"{self.variable} must be between {self.minimum:g} and {self.maximum:g}, got {value:g}",
-                variable=self.variable,
-            )
+def _seconds(minimum: float, maximum: float) -> Number:
+    return Number(float, minimum, maximum, unit="seconds")
 
 
-_TUNABLES: tuple[_Tunable, ...] = (
-    _Tunable("NOAH_PAGE_SIZE", "page_size", int, 100, 1, 100,
-             "Items requested per page (PageSize). NOAH documents no maximum for balances; "
-             "its other lists cap at 100."),
-    _Tunable("NOAH_MAX_PAGES", "max_pages", int, 10_000, 1, 1_000_000,
-             "Most pages one snapshot may take; more fails the run instead of paginating forever."),
-    _Tunable("NOAH_CONNECT_TIMEOUT_SECONDS", "connect_timeout_seconds", float, 10, 0.001, 300,
-             "Seconds to wait for a TCP/TLS connection to NOAH."),
-    _Tunable("NOAH_READ_TIMEOUT_SECONDS", "read_timeout_seconds", float, 60, 0.001, 3600,
-             "Seconds to wait for NOAH between bytes of a response."),
-    _Tunable("NOAH_MAX_ATTEMPTS", "max_attempts", int, 6, 1, 100,
-             "Attempts per page (the first try included) on 429, 5xx, connection errors and broken 200 bodies."),
-    _Tunable("NOAH_RETRY_AFTER_CAP_SECONDS", "retry_after_cap_seconds", float, 300, 0, 86_400,
-             "Longest Retry-After the client honours; a 429 asking for more fails at once."),
-    _Tunable("NOAH_RETRY_BUDGET_SECONDS", "retry_budget_seconds", float, 900, 0, 86_400,
-             "Total seconds one snapshot may spend waiting between retries."),
-    _Tunable("NOAH_BACKOFF_BASE_SECONDS", "backoff_base_seconds", float, 0.5, 0, 300,
-             "First retry's backoff ceiling; doubles per retry, with full jitter."),
-    _Tunable("NOAH_BACKOFF_MAX_SECONDS", "backoff_max_seconds", float, 30, 0, 3600,
-             "Largest backoff ceiling between two attempts."),
-)
-_DEFAULTS = {t.field: t.default for t in _TUNABLES}
+# NoahConfig field -> its variable (the field is the variable's name without NOAH_, lowercased).
+_TUNABLES: dict[str, Variable[int | float]] = {
+    "page_size": Variable("NOAH_PAGE_SIZE", "100",
+                          "Items requested per page (PageSize). NOAH documents no maximum for balances; "
+                          "its other lists cap at 100.", _whole(1, 100)),
+    "max_pages": Variable("NOAH_MAX_PAGES", "10000",
+                          "Most pages one snapshot may take; more fails the run instead of paginating forever.",
+                          _whole(1, 1_000_000)),
+    "connect_timeout_seconds": Variable("NOAH_CONNECT_TIMEOUT_SECONDS", "10",
+                                        "Seconds to wait for a TCP/TLS connection to NOAH.",
+                                        _seconds(0.001, 300)),
+    "read_timeout_seconds": Variable("NOAH_READ_TIMEOUT_SECONDS", "60",
+                                     "Seconds to wait for NOAH between bytes of a response.",
+                                     _seconds(0.001, 3600)),
+    "max_attempts": Variable("NOAH_MAX_ATTEMPTS", "6",
+                             "Attempts per page (the first try included) on 429, 5xx, connection errors and "
+                             "broken 200 bodies.", _whole(1, 100)),
+    "retry_after_cap_seconds": Variable("NOAH_RETRY_AFTER_CAP_SECONDS", "300",
+                                        "Longest Retry-After the client honours; a 429 asking for more fails at once.",
+                                        _seconds(0, 86_400)),
+    "retry_budget_seconds": Variable("NOAH_RETRY_BUDGET_SECONDS", "900",
+                                     "Total seconds one snapshot may spend waiting between retries.",
+                                     _seconds(0, 86_400)),
+    "backoff_base_seconds": Variable("NOAH_BACKOFF_BASE_SECONDS", "0.5",
+                                     "First retry's backoff ceiling; doubles per retry, with full jitter.",
+                                     _seconds(0, 300)),
+    "backoff_max_seconds": Variable("NOAH_BACKOFF_MAX_SECONDS", "30",
+                                    "Largest backoff ceiling between two attempts.",
+                                    _seconds(0, 3600)),
+}
+_VARIABLES = (_API_KEY, _SIGNING_KEY_PATH, _SIGNING_KEY, _BASE_URL, *_TUNABLES.values())
 
 
 @dataclass(frozen=True)
@@ -112,15 +103,15 @@ class NoahConfig:
     api_key: str = field(repr=False)
     signing_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
     base_url: str = SANDBOX_BASE_URL
-    page_size: int = _DEFAULTS["page_size"]  # type: ignore[assignment]
-    max_pages: int = _DEFAULTS["max_pages"]  # type: ignore[assignment]
-    connect_timeout_seconds: float = _DEFAULTS["connect_timeout_seconds"]
-    read_timeout_seconds: float = _DEFAULTS["read_timeout_seconds"]
-    max_attempts: int = _DEFAULTS["max_attempts"]  # type: ignore[assignment]
-    retry_after_cap_seconds: float = _DEFAULTS["retry_after_cap_seconds"]
-    retry_budget_seconds: float = _DEFAULTS["retry_budget_seconds"]
-    backoff_base_seconds: float = _DEFAULTS["backoff_base_seconds"]
-    backoff_max_seconds: float = _DEFAULTS["backoff_max_seconds"]
+    page_size: int = _TUNABLES["page_size"].default_value()  # type: ignore[assignment]
+    max_pages: int = _TUNABLES["max_pages"].default_value()  # type: ignore[assignment]
+    connect_timeout_seconds: float = _TUNABLES["connect_timeout_seconds"].default_value()
+    read_timeout_seconds: float = _TUNABLES["read_timeout_seconds"].default_value()
+    max_attempts: int = _TUNABLES["max_attempts"].default_value()  # type: ignore[assignment]
+    retry_after_cap_seconds: float = _TUNABLES["retry_after_cap_seconds"].default_value()
+    retry_budget_seconds: float = _TUNABLES["retry_budget_seconds"].default_value()
+    backoff_base_seconds: float = _TUNABLES["backoff_base_seconds"].default_value()
+    backoff_max_seconds: float = _TUNABLES["backoff_max_seconds"].default_value()
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or _PRINTABLE_ASCII_NO_SPACE.fullmatch(self.api_key) is None:
@@ -129,8 +120,8 @@ class NoahConfig:
                 variable=API_KEY_VARIABLE,
             )
         object.__setattr__(self, "base_url", _normalised_base_url(self.base_url))
-        for tunable in _TUNABLES:
-            tunable.check(getattr(self, tunable.field))
+        for name, tunable in _TUNABLES.items():
+            tunable.check(getattr(self, name), ConfigError)
         if self.backoff_max_seconds < self.backoff_base_seconds:
             raise ConfigError(
                 f"NOAH_BACKOFF_MAX_SECONDS ({self.backoff_max_seconds:g}) is below "
@@ -168,39 +159,19 @@ class NoahConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NoahConfig:
         """Read and validate ``NOAH_*`` variables from ``environ`` (default ``os.environ``)."""
         env = os.environ if environ is None else environ
-
-        def get(variable: str) -> str | None:
-            return env.get(variable, "").strip() or None
-
-        api_key = get(API_KEY_VARIABLE)
-        if api_key is None:
-            raise ConfigError(f"{API_KEY_VARIABLE} is not set", variable=API_KEY_VARIABLE)
-        tunables = {t.field: t.parse(text) for t in _TUNABLES if (text := get(t.variable)) is not None}
+        api_key = _API_KEY.read(env, ConfigError)
+        tunables = {name: tunable.read(env, ConfigError) for name, tunable in _TUNABLES.items()}
         return cls(
             api_key=api_key,
-            signing_key=_signing_key_from(get(SIGNING_KEY_PATH_VARIABLE), get(SIGNING_KEY_VARIABLE)),
-            base_url=get(BASE_URL_VARIABLE) or SANDBOX_BASE_URL,
+            signing_key=_signing_key_from(_SIGNING_KEY_PATH.text(env), _SIGNING_KEY.text(env)),
+            base_url=_BASE_URL.read(env, ConfigError),
             **tunables,  # type: ignore[arg-type]
         )
 
     @classmethod
     def documented_variables(cls) -> tuple[ConfigVariable, ...]:
         """Every variable ``from_env`` reads, with its default and meaning."""
-        return (
-            ConfigVariable(API_KEY_VARIABLE, "(required)",
-                           f"NOAH API key, sent as X-Api-Key. {PRODUCTION_KEY_PREFIX}... keys must also sign."),
-            ConfigVariable(SIGNING_KEY_PATH_VARIABLE, "(unset)",
-                           "Path to the request-signing EC private key PEM "
-                           "(P-384 => ES384, P-256 => ES256; SEC1 or PKCS#8)."),
-            ConfigVariable(SIGNING_KEY_VARIABLE, "(unset)",
-                           "The same PEM as text (\\n escapes allowed); set at most one of this and "
-                           f"{SIGNING_KEY_PATH_VARIABLE}. Neither: requests are unsigned "
-                           "(sandbox keys without a signing key only)."),
-            ConfigVariable(BASE_URL_VARIABLE, SANDBOX_BASE_URL,
-                           f"NOAH API base URL ending in /v1; production is https://{PRODUCTION_HOST}/v1. "
-                           "Plain http only for loopback (the emulator)."),
-            *(ConfigVariable(t.variable, f"{t.default:g}", t.meaning) for t in _TUNABLES),
-        )
+        return tuple(variable.row() for variable in _VARIABLES)
 
     @property
     def environment(self) -> str:
@@ -227,7 +198,7 @@ class NoahConfig:
         return "***"
 
     def __str__(self) -> str:
-        tunables = ", ".join(f"{t.field}={getattr(self, t.field):g}" for t in _TUNABLES)
+        tunables = ", ".join(f"{name}={getattr(self, name):g}" for name in _TUNABLES)
         return (
             f"NoahConfig({self.environment} {self.base_url}, api_key={self.masked_api_key}, "
             f"signing={self.signing_algorithm or 'off'}, {tunables})"

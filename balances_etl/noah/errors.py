@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from balances_etl.noah.pages import SnapshotStats
+    from balances_etl.noah.pages import FetchStats
 
 REDACTED = "[REDACTED]"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -59,7 +59,7 @@ def _restore(cls: type[NoahError], args: tuple[Any, ...], state: dict[str, Any])
 class NoahError(Exception):
     """Base of every NOAH client failure. ``page_number`` is 1-based, None when not page-specific.
 
-    ``stats`` is the partial :class:`SnapshotStats` of the snapshot that failed (set by
+    ``stats`` is the partial :class:`FetchStats` of the fetch that failed (set by
     ``fetch_snapshot``), so a failed run can still report attempts, waits and error instances.
     """
 
@@ -67,7 +67,7 @@ class NoahError(Exception):
         super().__init__(message)
         self.message = message
         self.page_number = page_number
-        self.stats: SnapshotStats | None = None
+        self.stats: FetchStats | None = None
 
     def __str__(self) -> str:
         return self.message

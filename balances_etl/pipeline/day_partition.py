@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from balances_etl.domain.balances import NOAH_ITEMS_SCHEMA
+from balances_etl.noah.endpoints import BALANCES
 from balances_etl.domain.balances import ARROW_SCHEMA
 from balances_etl.storage.parquet import (
     ROW_GROUP_ROWS,
@@ -89,7 +89,7 @@ class DayPartitionBuilder:
         self._writer.close()
 
     def add(self, items: pa.RecordBatch) -> None:
-        """The next page's items (``domain.balances.NOAH_ITEMS_SCHEMA``); a full chunk goes to the thread."""
+        """The next page's items (``BALANCES.items.arrow_schema``); a full chunk goes to the thread."""
         self._pending.append(items)
         self._pending_rows += items.num_rows
         self._rows_added += items.num_rows
@@ -123,7 +123,7 @@ class DayPartitionBuilder:
         return CheckedPartition(frame, outcomes, self._writer.finish())
 
     def _take_pending(self) -> pa.Table:
-        items = pa.Table.from_batches(self._pending, schema=NOAH_ITEMS_SCHEMA).combine_chunks()
+        items = pa.Table.from_batches(self._pending, schema=BALANCES.items.arrow_schema).combine_chunks()
         self._pending, self._pending_rows = [], 0
         return items
 

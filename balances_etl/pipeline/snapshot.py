@@ -16,7 +16,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from balances_etl.domain.timing import SnapshotTimingError, snapshot_timing
-from balances_etl.noah import NoahClient, NoahError, RawPage, ReplaySource, SnapshotStats
+from balances_etl.noah import BALANCES, FetchStats, NoahClient, NoahError, RawPage, replay
 from balances_etl.noah.client import PageConsumer
 from balances_etl.pipeline.day_partition import CheckedPartition, DayPartitionBuilder
 from balances_etl.storage.parquet import PartitionFile
@@ -52,14 +52,14 @@ class Landing:
 
     path: Path
     observation: Observation
-    stats: SnapshotStats
+    stats: FetchStats
 
 
 @dataclass(frozen=True)
 class DaySnapshot:
     day: dt.date
     observation: Observation
-    stats: SnapshotStats
+    stats: FetchStats
     landing: Landing | None  # None when the pages were replayed from an earlier landing
     partition: CheckedPartition | None  # None when the partition was not asked for
     published: PartitionFile | None  # None when not built or when a blocking check failed
@@ -75,7 +75,7 @@ class DaySource(Protocol):
     observation: Observation
     lands: bool  # whether the pages are new, so must be landed
 
-    def pages(self, on_page: PageConsumer) -> SnapshotStats:
+    def pages(self, on_page: PageConsumer) -> FetchStats:
         """Hand every valid page and its items to ``on_page``, in order; raise SnapshotFailed."""
 
 
@@ -94,9 +94,9 @@ class NoahDaySource:
         self.observation = Observation(timing.taken_at, timing.is_late, client.config.environment)
         self._client = client
 
-    def pages(self, on_page: PageConsumer) -> SnapshotStats:
+    def pages(self, on_page: PageConsumer) -> FetchStats:
         try:
-            return self._client.fetch_snapshot(on_page=on_page).stats
+            return self._client.fetch(BALANCES, on_page=on_page).stats
         except NoahError as err:
             raise SnapshotFailed(str(err)) from None
 
@@ -117,9 +117,9 @@ class LandedDaySource:
         )
         self._bodies = read_raw_bodies(landing)
 
-    def pages(self, on_page: PageConsumer) -> SnapshotStats:
+    def pages(self, on_page: PageConsumer) -> FetchStats:
         try:
-            snapshot = ReplaySource(self._bodies).fetch_snapshot()
+            snapshot = replay(BALANCES, self._bodies)
         except NoahError as err:
             raise SnapshotFailed(f"the raw landing cannot be replayed: {err}") from None
         for page, items in zip(snapshot.pages, snapshot.columns.batches(), strict=True):
@@ -176,7 +176,7 @@ def take_day_snapshot(
     return DaySnapshot(day, observation, stats, landed, partition, published)
 
 
-def _landed(job: Future[Path] | None, observation: Observation, stats: SnapshotStats) -> Landing | None:
+def _landed(job: Future[Path] | None, observation: Observation, stats: FetchStats) -> Landing | None:
     return None if job is None else Landing(job.result(), observation, stats)
 
 

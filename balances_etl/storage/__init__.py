@@ -4,7 +4,6 @@ from balances_etl.storage.parquet import PartitionFile, partition_path, publish_
 from balances_etl.storage.raw import (
     RawLanding,
     RawManifest,
-    RawPageLike,
     latest_raw_landing,
     read_raw_bodies,
     read_raw_manifest,
@@ -23,7 +22,6 @@ __all__ = [
     "PartitionFile",
     "RawLanding",
     "RawManifest",
-    "RawPageLike",
     "RebuildResult",
     "connect_read_only",
     "latest_raw_landing",

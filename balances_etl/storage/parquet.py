@@ -1,4 +1,5 @@
-"""The Parquet store of record: one file per day, ``parquet/balances/snapshot_date=D/data.parquet``.
+"""The Parquet store of record: one file per dataset and day, ``parquet/<dataset>/snapshot_date=D/data.parquet``
+(``balances``: the day's snapshot; ``transactions``: what the day's sync observed).
 
 Hive layout, so ``read_parquet('<root>/**/*.parquet', hive_partitioning=true)`` (DuckDB) and
 ``pyarrow.dataset`` read the tree. The file keeps its ``snapshot_date`` column: DuckDB then yields
@@ -21,16 +22,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from balances_etl.domain import balances, transactions
 from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
-from balances_etl.domain.balances import ARROW_SCHEMA
 from balances_etl.storage.files import exclusive_lock, make_dirs_durable, replace_durably
 
 PARTITION_FILE = "data.parquet"
 COMPRESSION = "zstd"
-# Dictionary-encode only the columns with few distinct values per day; for the per-key columns
-# (codes, amounts) the dictionary is as large as the data and only costs time (~25 % of the write).
-DICTIONARY_COLUMNS = ["snapshot_date", "snapshot_at", "is_late", "account_type", "asset", "environment",
-                      "page_number", "item_index"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One domain's partitions: their folder under ``parquet/``, schema, and the columns worth a
+    dictionary (few distinct values per day; for per-key columns such as codes and amounts the
+    dictionary is as large as the data and only costs time, ~25 % of the write)."""
+
+    name: str
+    schema: pa.Schema
+    dictionary_columns: tuple[str, ...]
+
+
+BALANCE_SNAPSHOTS = Dataset(
+    "balances", balances.ARROW_SCHEMA,
+    ("snapshot_date", "snapshot_at", "is_late", "account_type", "asset", "environment", "page_number", "item_index"),
+)
+TRANSACTION_SYNCS = Dataset(
+    "transactions", transactions.ARROW_SCHEMA,
+    ("snapshot_date", "observed_at", "status", "direction", "crypto_currency", "network", "page_number"),
+)
 # Several row groups per big day, so DuckDB reads and loads them on all its threads (one row group
 # is read by one thread): 100,000 rows load in 0.13 s instead of 0.20 s, for a file 0.6 % larger.
 ROW_GROUP_ROWS = 32_768
@@ -48,27 +66,29 @@ class PartitionFile:
 
 
 class PartitionSchemaError(ValueError):
-    """A Parquet partition or frame does not match ``schema.ARROW_SCHEMA`` or its partition date."""
+    """A Parquet partition or frame does not match its dataset's schema or its partition date."""
 
 
-def parquet_root(data_dir: Path) -> Path:
-    return data_dir / "parquet" / "balances"
+def parquet_root(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> Path:
+    return data_dir / "parquet" / dataset.name
 
 
-def partition_path(data_dir: Path, snapshot_date: date) -> Path:
-    return parquet_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}" / PARTITION_FILE
+def partition_path(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> Path:
+    return parquet_root(data_dir, dataset) / f"snapshot_date={snapshot_date.isoformat()}" / PARTITION_FILE
 
 
-def partition_dates(data_dir: Path) -> list[date]:
+def partition_dates(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> list[date]:
     """Days with a published partition, oldest first."""
-    files = parquet_root(data_dir).glob(f"snapshot_date=*/{PARTITION_FILE}")
+    files = parquet_root(data_dir, dataset).glob(f"snapshot_date=*/{PARTITION_FILE}")
     return sorted(date.fromisoformat(f.parent.name.removeprefix("snapshot_date=")) for f in files)
 
 
-def publish_partition(data_dir: Path, snapshot_date: date, frame: pd.DataFrame) -> PartitionFile:
+def publish_partition(
+    data_dir: Path, snapshot_date: date, frame: pd.DataFrame, dataset: Dataset = BALANCE_SNAPSHOTS
+) -> PartitionFile:
     """Atomically write (or replace) the day's partition; the file is verified before it is published."""
-    with PartitionWriter(data_dir, snapshot_date) as writer:
-        writer.write(pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False))
+    with PartitionWriter(data_dir, snapshot_date, dataset) as writer:
+        writer.write(pa.Table.from_pandas(frame, schema=dataset.schema, preserve_index=False))
         return writer.finish().publish()
 
 
@@ -91,22 +111,23 @@ class StagedPartition:
 class PartitionWriter:
     """A day's partition written chunk by chunk (row groups in the order given), then verified.
 
-    The file is private until published: ``parquet/balances/.writing-<host>-<pid>-<random>`` (a name
+    The file is private until published: ``parquet/<dataset>/.writing-<host>-<pid>-<random>`` (a name
     no ``*.parquet`` glob matches), removed when the writer is closed unless it was published; a
     killed process leaves it, and the next writer on this host removes it.
     """
 
-    def __init__(self, data_dir: Path, snapshot_date: date) -> None:
+    def __init__(self, data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> None:
         self.snapshot_date = snapshot_date
-        self._target = partition_path(data_dir, snapshot_date)
-        root = parquet_root(data_dir)
+        self.dataset = dataset
+        self._target = partition_path(data_dir, snapshot_date, dataset)
+        root = parquet_root(data_dir, dataset)
         make_dirs_durable(root)
         for leftover in root.glob(f"{_WRITING_PREFIX}*"):
             if left_by_dead_process(leftover.name[len(_WRITING_PREFIX):].rsplit("-", 1)[0]):
                 leftover.unlink(missing_ok=True)
         self._tmp = root / f"{_WRITING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         self._file = pq.ParquetWriter(
-            str(self._tmp), ARROW_SCHEMA, compression=COMPRESSION, use_dictionary=DICTIONARY_COLUMNS
+            str(self._tmp), dataset.schema, compression=COMPRESSION, use_dictionary=list(dataset.dictionary_columns)
         )
         self._written: list[pa.Table] = []
 
@@ -117,9 +138,8 @@ class PartitionWriter:
         self.close()
 
     def write(self, rows: pa.Table) -> None:
-        """Append the next rows (``schema.ARROW_SCHEMA``, all of this writer's day)."""
-        if not rows.schema.equals(ARROW_SCHEMA, check_metadata=False):
-            raise PartitionSchemaError(f"rows to write have schema\n{rows.schema}\nnot ARROW_SCHEMA\n{ARROW_SCHEMA}")
+        """Append the next rows (the dataset's schema, all of this writer's day)."""
+        _check_schema("rows to write", rows.schema, self.dataset)
         _check_partition_dates(rows, self.snapshot_date)
         rows = rows.replace_schema_metadata(None)  # the file is defined by our schema, not by pandas dtypes
         self._file.write_table(rows, row_group_size=ROW_GROUP_ROWS)
@@ -129,7 +149,7 @@ class PartitionWriter:
         """Close the file and check it reads back as exactly the rows written."""
         self._file.close()
         data = self._tmp.read_bytes()
-        written = pa.concat_tables(self._written) if self._written else ARROW_SCHEMA.empty_table()
+        written = pa.concat_tables(self._written) if self._written else self.dataset.schema.empty_table()
         if not pq.read_table(pa.BufferReader(data)).equals(written):
             raise PartitionSchemaError(f"{self._tmp}: written file does not read back as the rows written")
         file = PartitionFile(path=self._target, rows=written.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -151,24 +171,24 @@ def _check_partition_dates(table: pa.Table, snapshot_date: date) -> None:
         raise PartitionSchemaError(f"frame for partition {snapshot_date} holds rows of other days: {others[:5]}")
 
 
-def _check_schema(path: Path, schema: pa.Schema) -> None:
-    """Refuse files not written with ARROW_SCHEMA: readers would otherwise cast (and round) silently."""
-    if not schema.equals(ARROW_SCHEMA, check_metadata=False):
-        raise PartitionSchemaError(f"{path}: schema\n{schema}\ndiffers from ARROW_SCHEMA\n{ARROW_SCHEMA}")
+def _check_schema(what: object, schema: pa.Schema, dataset: Dataset) -> None:
+    """Refuse rows or files not of the dataset's schema: readers would otherwise cast (and round) silently."""
+    if not schema.equals(dataset.schema, check_metadata=False):
+        raise PartitionSchemaError(f"{what}: schema\n{schema}\ndiffers from the {dataset.name} schema\n{dataset.schema}")
 
 
-def partition_rows(path: Path) -> int:
+def partition_rows(path: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> int:
     """Row count of a partition file from its footer, after checking its schema."""
     metadata = pq.read_metadata(path)
-    _check_schema(path, metadata.schema.to_arrow_schema())
+    _check_schema(path, metadata.schema.to_arrow_schema(), dataset)
     return metadata.num_rows
 
 
-def read_partition(data_dir: Path, snapshot_date: date) -> pd.DataFrame | None:
+def read_partition(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> pd.DataFrame | None:
     """The day's rows with ``pd.ArrowDtype`` columns (exact decimals), or None if never published."""
-    path = partition_path(data_dir, snapshot_date)
+    path = partition_path(data_dir, snapshot_date, dataset)
     if not path.exists():
         return None
     table = pq.read_table(path)
-    _check_schema(path, table.schema)
+    _check_schema(path, table.schema, dataset)
     return table.to_pandas(types_mapper=pd.ArrowDtype)

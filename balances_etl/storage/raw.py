@@ -1,7 +1,8 @@
 """Raw landing: every NOAH page body exactly as received, kept forever for audit and replay.
 
-Layout: ``raw/balances/snapshot_date=D/taken_at=<UTC compact ts>-<run_id8>/page-00001.json ...
-manifest.json``. A landing is assembled in ``raw/balances/.staging-<host>-<pid>-<random>/`` while
+Layout: ``raw/<endpoint>/snapshot_date=D/taken_at=<UTC compact ts>-<run_id8>/page-00001.json ...
+manifest.json`` (``balances``, ``transactions``). A landing is assembled in
+``raw/<endpoint>/.staging-<host>-<pid>-<random>/`` while
 the pages arrive and renamed into place in one step, so a landing directory either exists complete
 (with its manifest) or not at all. Landings are append-only: a second landing never replaces an
 earlier one.
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from balances_etl.noah import endpoints
+from balances_etl.noah.pages import RawPage
 from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
 from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably, write_file_starting_writeback
 
@@ -30,20 +33,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,}")
 _STAGING_PREFIX = ".staging-"
-
-
-class RawPageLike(Protocol):
-    """What the NOAH client hands over for one page (its ``RawPage``)."""
-
-    page_number: int
-    request_path: str
-    query: dict[str, str]
-    status: int
-    body: bytes
-    sha256: str
-    received_at: datetime
-    attempts: int
-    elapsed_seconds: float
 
 
 @dataclass(frozen=True)
@@ -59,8 +48,12 @@ class RawIntegrityError(ValueError):
     """A landed file does not match its manifest (tampered, truncated or incomplete landing)."""
 
 
-def raw_root(data_dir: Path) -> Path:
-    return data_dir / "raw" / "balances"
+# A landing holds one endpoint's pages, in the folder of the endpoint's name under raw/.
+BALANCES = endpoints.BALANCES.name
+
+
+def raw_root(data_dir: Path, endpoint: str = BALANCES) -> Path:
+    return data_dir / "raw" / endpoint
 
 
 def page_file_name(page_number: int) -> str:
@@ -85,16 +78,18 @@ class RawLanding:
     killed process leaves its staging directory, which the next landing on this host removes.
     """
 
-    def __init__(self, data_dir: Path, snapshot_date: date, taken_at: datetime, run_id: str) -> None:
+    def __init__(
+        self, data_dir: Path, snapshot_date: date, taken_at: datetime, run_id: str, endpoint: str = BALANCES
+    ) -> None:
         self.snapshot_date, self.taken_at, self.run_id = snapshot_date, taken_at, run_id
-        self._day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
+        self._day_dir = raw_root(data_dir, endpoint) / f"snapshot_date={snapshot_date.isoformat()}"
         self.path = self._day_dir / landing_name(taken_at, run_id)
         if self.path.exists():
             raise FileExistsError(f"raw landing {self.path} already exists; landings are append-only")
-        remove_abandoned_stagings(data_dir)
-        self._staging = raw_root(data_dir) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
+        remove_abandoned_stagings(data_dir, endpoint)
+        self._staging = raw_root(data_dir, endpoint) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         make_dirs_durable(self._staging)
-        self._pages: list[RawPageLike] = []
+        self._pages: list[RawPage] = []
         self._published = False
 
     def __enter__(self) -> RawLanding:
@@ -104,7 +99,7 @@ class RawLanding:
         if not self._published:
             shutil.rmtree(self._staging, ignore_errors=True)
 
-    def add_page(self, page: RawPageLike) -> None:
+    def add_page(self, page: RawPage) -> None:
         """Write the next page's body (pages come numbered 1, 2, ...), checked against its sha256."""
         if page.page_number != len(self._pages) + 1:
             raise ValueError(f"page {page.page_number} added after {len(self._pages)} pages: pages come in order")
@@ -124,10 +119,10 @@ class RawLanding:
         return self.path
 
 
-def remove_abandoned_stagings(data_dir: Path) -> list[Path]:
+def remove_abandoned_stagings(data_dir: Path, endpoint: str = BALANCES) -> list[Path]:
     """Delete the staging directories of landings whose process on this host is gone; returns them."""
     removed = []
-    for staging in raw_root(data_dir).glob(f"{_STAGING_PREFIX}*"):
+    for staging in raw_root(data_dir, endpoint).glob(f"{_STAGING_PREFIX}*"):
         if left_by_dead_process(staging.name[len(_STAGING_PREFIX):].rsplit("-", 1)[0]):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
@@ -139,7 +134,7 @@ def _write_landing(
     snapshot_date: date,
     taken_at: datetime,
     run_id: str,
-    pages: Sequence[RawPageLike],
+    pages: Sequence[RawPage],
     stats: Mapping[str, object],
 ) -> None:
     """Write the manifest (last) into the unpublished staging directory, whose page files are written."""
@@ -175,7 +170,7 @@ def _write_landing(
     fsync_path(staging)
 
 
-def _check_hash(page: RawPageLike) -> None:
+def _check_hash(page: RawPage) -> None:
     digest = hashlib.sha256(page.body).hexdigest()
     if digest != page.sha256:
         raise RawIntegrityError(f"page {page.page_number}: body sha256 {digest} differs from the client's {page.sha256}")
@@ -198,9 +193,9 @@ def _json_default(value: object) -> str:
     raise TypeError(f"stats value of type {type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
-def latest_raw_landing(data_dir: Path, snapshot_date: date) -> Path | None:
+def latest_raw_landing(data_dir: Path, snapshot_date: date, endpoint: str = BALANCES) -> Path | None:
     """The newest complete landing of ``snapshot_date`` (by ``taken_at``), or None if there is none."""
-    day_dir = raw_root(data_dir) / f"snapshot_date={snapshot_date.isoformat()}"
+    day_dir = raw_root(data_dir, endpoint) / f"snapshot_date={snapshot_date.isoformat()}"
     complete = [d for d in day_dir.glob("taken_at=*") if (d / MANIFEST_NAME).is_file()]
     return max(complete, key=lambda d: d.name, default=None)
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import duckdb
 
 from balances_etl.domain.names import Table
-from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS
+from balances_etl.domain import transactions
+from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, Column
+from balances_etl.settings import DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
 from balances_etl.storage.parquet import partition_dates, partition_path, partition_rows
@@ -29,16 +31,25 @@ STATE_DIR = "state"
 WRITER_FILE = "warehouse.writer.duckdb"
 LOCK_FILE = "warehouse.lock"
 ATTACH_ALIAS = "warehouse"
-DEFAULT_STALE_AFTER_DAYS = 7  # same default as BALANCES_ETL_STALE_AFTER_DAYS
 # Row groups a quarter of DuckDB's default: a day's insert then writes compressed row groups as it
 # goes (on all threads) instead of compressing one big one at COMMIT: 100,000 rows load in 0.18 s
 # instead of 0.25 s, for a file 3% larger. Must be a multiple of DuckDB's vector size (2,048).
 _ROW_GROUP_ROWS = 32_768
 
 _COLUMN_LIST = ", ".join(COLUMN_NAMES)
-_CREATE_TABLE = f"CREATE TABLE IF NOT EXISTS {Table.BALANCE_SNAPSHOTS} (" + ", ".join(
-    f"{c.name} {c.duckdb_type}{'' if c.nullable else ' NOT NULL'}" for c in COLUMNS
-) + ")"
+
+
+def _create_table(name: str, columns: Sequence[Column]) -> str:
+    """DDL of a table that holds a domain's Parquet partitions, from the domain's column table."""
+    definitions = ", ".join(f"{c.name} {c.duckdb_type}{'' if c.nullable else ' NOT NULL'}" for c in columns)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({definitions})"
+
+
+# The tables of partitions, from their domains' columns; derived tables are in sql/tables/.
+_CREATE_TABLES = (
+    _create_table(Table.BALANCE_SNAPSHOTS, COLUMNS),
+    _create_table(Table.TRANSACTION_OBSERVATIONS, transactions.COLUMNS),
+)
 
 
 def _differs(amount: str, text: str) -> str:
@@ -243,7 +254,10 @@ def _write(
     views = sorted(sql_dir.glob("*.sql"))
     con = _attached(database, f"ROW_GROUP_SIZE {_ROW_GROUP_ROWS}")
     try:
-        con.execute(_CREATE_TABLE)
+        for create in _CREATE_TABLES:
+            con.execute(create)
+        for tables in sorted((PACKAGED_SQL_DIR / "tables").glob("*.sql")):
+            con.execute(tables.read_text(encoding="utf-8"))
         _check_table_columns(con, database)
         con.execute("BEGIN TRANSACTION")
         try:

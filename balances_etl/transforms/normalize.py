@@ -21,12 +21,13 @@ from balances_etl.domain.amounts import (
     DECIMAL_SCALE,
     amount_problem,
 )
-from balances_etl.domain.balances import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES, NOAH_ITEMS_SCHEMA
+from balances_etl.domain.balances import AMOUNT_DECIMAL, ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.noah.endpoints import BALANCES
 
 ArrayLike = pa.Array | pa.ChunkedArray
 
 # What normalize accepts: NOAH's items, nulls allowed (a null is reported as an invalid amount).
-ITEMS_SCHEMA = pa.schema([field.with_nullable(True) for field in NOAH_ITEMS_SCHEMA])
+ITEMS_SCHEMA = pa.schema([field.with_nullable(True) for field in BALANCES.items.arrow_schema])
 # Wide enough for the difference of two DECIMAL(38,18) values (decimal128 stops at 38 digits).
 _WIDE_DECIMAL = pa.decimal256(AMOUNT_DECIMAL.precision + 1, AMOUNT_DECIMAL.scale)
 # One digit narrower: the difference of two such values is a DECIMAL(38,18) in decimal128.
@@ -82,12 +83,16 @@ def validate_amounts(
     page_numbers: ArrayLike | None = None,
     item_indexes: ArrayLike | None = None,
     first_row: int = 0,
+    optional: bool = False,
 ) -> None:
     """Raise AmountValidationError for the first invalid value of ``values``, if any.
 
-    ``first_row`` is the day's row number of ``values[0]`` (a day is normalized chunk by chunk).
+    ``first_row`` is the day's row number of ``values[0]`` (a day is normalized chunk by chunk);
+    an ``optional`` amount may be null (absent), which is then not invalid.
     """
     invalid = invalid_amounts(values)
+    if optional:
+        invalid = pc.and_(invalid, pc.is_valid(values))
     offending = pc.sum(invalid).as_py() or 0
     if not offending:
         return
@@ -169,13 +174,17 @@ def canonicalize_amounts(
     page_numbers: ArrayLike | None = None,
     item_indexes: ArrayLike | None = None,
     first_row: int = 0,
+    optional: bool = False,
 ) -> tuple[ArrayLike, ArrayLike]:
     """Validate, then return (canonical strings, exact decimal128(38,18) or NULL where too wide).
 
     Validation comes first because pyarrow's cast would happily read ``'1e3'`` as 1000.
     The cast itself raises on any rounding, so a wrong ``fits_decimal`` could never round.
+    An ``optional`` amount may be null: it stays null in both.
     """
-    validate_amounts(values, field, page_numbers=page_numbers, item_indexes=item_indexes, first_row=first_row)
+    validate_amounts(
+        values, field, page_numbers=page_numbers, item_indexes=item_indexes, first_row=first_row, optional=optional
+    )
     canonical = canonical_strings(values)
     fitting = pc.if_else(fits_decimal(canonical), canonical, pa.scalar(None, pa.string()))
     return canonical, pc.cast(fitting, AMOUNT_DECIMAL)
