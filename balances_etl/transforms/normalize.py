@@ -206,6 +206,11 @@ def _difference(minuend: ArrayLike, subtrahend: ArrayLike) -> ArrayLike:
         )
 
 
+def broadcast(value: object, field: pa.Field, rows: int) -> pa.Array:
+    """One value repeated for every row, typed as the column it fills."""
+    return pa.repeat(pa.scalar(value, field.type), rows)
+
+
 def plain_decimal_strings(decimals: ArrayLike) -> pa.Array:
     """Decimal -> string without exponent notation.
 
@@ -277,17 +282,14 @@ def normalize_table(
     pending_outflow = _difference(total_amount, available_amount)
     rows = items.num_rows
 
-    def broadcast(value: object, column: str) -> pa.Array:
-        return pa.repeat(pa.scalar(value, ARROW_SCHEMA.field(column).type), rows)
-
     columns = {
-        "snapshot_date": broadcast(snapshot_date, "snapshot_date"),
-        "snapshot_at": broadcast(snapshot_at.astimezone(datetime.UTC), "snapshot_at"),
-        "is_late": broadcast(is_late, "is_late"),
+        "snapshot_date": broadcast(snapshot_date, ARROW_SCHEMA.field("snapshot_date"), rows),
+        "snapshot_at": broadcast(snapshot_at.astimezone(datetime.UTC), ARROW_SCHEMA.field("snapshot_at"), rows),
+        "is_late": broadcast(is_late, ARROW_SCHEMA.field("is_late"), rows),
         "account_type": items["account_type"],
         "crypto_currency": items["crypto_currency"],
         "asset": asset_of(items["crypto_currency"]),
-        "environment": broadcast(environment, "environment"),
+        "environment": broadcast(environment, ARROW_SCHEMA.field("environment"), rows),
         "available": available,
         "total": total,
         "available_raw": items["available_raw"],

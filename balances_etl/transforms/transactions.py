@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from balances_etl.domain.transactions import ARROW_SCHEMA, COLUMN_NAMES
 from balances_etl.noah.endpoints import TRANSACTIONS
-from balances_etl.transforms.normalize import canonicalize_amounts
+from balances_etl.transforms.normalize import broadcast, canonicalize_amounts
 
 # What the transactions endpoint's items are, nulls allowed where NOAH may omit a field.
 ITEMS_SCHEMA = TRANSACTIONS.items.arrow_schema
@@ -38,12 +38,9 @@ def normalize_transactions(items: pa.Table, *, snapshot_date: datetime.date, obs
     fee, fee_value = canonicalize_amounts(items["network_fee_raw"], "NetworkFee", **positions)
     rows = items.num_rows
 
-    def broadcast(value: object, column: str) -> pa.Array:
-        return pa.repeat(pa.scalar(value, ARROW_SCHEMA.field(column).type), rows)
-
     columns = {
-        "snapshot_date": broadcast(snapshot_date, "snapshot_date"),
-        "observed_at": broadcast(observed_at.astimezone(datetime.UTC), "observed_at"),
+        "snapshot_date": broadcast(snapshot_date, ARROW_SCHEMA.field("snapshot_date"), rows),
+        "observed_at": broadcast(observed_at.astimezone(datetime.UTC), ARROW_SCHEMA.field("observed_at"), rows),
         "transaction_id": items["transaction_id"],
         "created_at": created_instants(items["created_raw"]),
         "created_raw": items["created_raw"],
