@@ -31,9 +31,12 @@
 -- unknown or the sum does not fit, expected and unexplained are NULL unless the window is
 -- balanced, timing or unexplained: never a wrong number.
 --
--- Sums are exact whatever their size: amounts are summed as BIGNUM counts of 10^-18 (DuckDB's
--- sum() over DECIMAL(38,18) raises "Overflow in HUGEINT" past 10^20) by the macros below, which
--- v_pending_explained, v_daily_balances and sql/queries/breaks_on_dates.sql use too.
+-- Sums are exact whatever their size: transaction amounts are summed as BIGNUM counts of 10^-18
+-- (DuckDB's sum() over DECIMAL(38,18) raises "Overflow in HUGEINT" past 10^20) by the macros below,
+-- which v_pending_explained, v_daily_balances and sql/queries/breaks_on_dates.sql use too; only
+-- those sums, proportional to the transactions, are BIGNUM. Each window's arithmetic is DECIMAL
+-- under TRY (NULL on overflow), with the exact BIGNUM figure only where an intermediate overflows,
+-- so the cost over years of history is one pass over v_balance_changes.
 -- The daily reconciliation restates this view for two dates in sql/queries/breaks_on_dates.sql:
 -- change the status rules or the unexplained detail here, change them there too.
 
@@ -56,26 +59,27 @@ CREATE OR REPLACE MACRO units_text(u) AS
         lambda d: left(d, length(d) - 18) || CASE WHEN rtrim(right(d, 18), '0') = '' THEN '' ELSE '.' || rtrim(right(d, 18), '0') END
     )[1];
 
--- DECIMAL -> exact plain text, for details.
-CREATE OR REPLACE MACRO decimal_text(x) AS units_text(decimal_units(x));
+-- DECIMAL -> exact plain text, for details: DECIMAL(38,18) prints all 18 fraction digits, so
+-- trailing zeros, then a bare point, are dropped (the same text as units_text(decimal_units(x))).
+CREATE OR REPLACE MACRO decimal_text(x) AS rtrim(rtrim(CAST(CAST(x AS DECIMAL(38, 18)) AS VARCHAR), '0'), '.');
 
 CREATE OR REPLACE VIEW v_balance_rollforward AS
 WITH synced_days AS (
     SELECT DISTINCT snapshot_date FROM transaction_syncs
 ),
+-- the key's consecutive snapshots, from the same pass as v_balance_changes
 windows AS (
     SELECT
         account_type,
         crypto_currency,
-        lag(snapshot_date) OVER key_history AS period_start_date,
+        prev_snapshot_date AS period_start_date,
         snapshot_date AS period_end_date,
-        lag(total) OVER key_history AS opening_text,
-        lag(total_amount) OVER key_history AS opening_total,
+        prev_total AS opening_text,
+        prev_total_amount AS opening_total,
         total AS closing_text,
         total_amount AS closing_total
-    FROM balance_snapshots
-    WINDOW key_history AS (PARTITION BY account_type, crypto_currency ORDER BY snapshot_date)
-    QUALIFY period_start_date IS NOT NULL
+    FROM v_balance_changes
+    WHERE prev_snapshot_date IS NOT NULL
 ),
 -- the sync day on which each transaction was first observed Settled
 first_settled AS (
@@ -111,14 +115,16 @@ daily_flows AS (
     JOIN transactions AS t USING (transaction_id)
     GROUP BY t.crypto_currency, s.settled_seen_on
 ),
+-- each flow day belongs to the window of the currency's Current key that closes on the first
+-- snapshot date on or after it (flows before a key's first snapshot find no window)
 window_flows AS (
     SELECT
-        w.account_type,
-        w.crypto_currency,
-        w.period_end_date,
-        sum(f.in_units) AS in_units,
-        sum(f.out_units) AS out_units,
-        sum(f.fee_units) AS fee_units,
+        b.account_type,
+        b.crypto_currency,
+        b.snapshot_date AS period_end_date,
+        coalesce(sum(f.in_units), CAST(0 AS BIGNUM)) AS in_units,
+        coalesce(sum(f.out_units), CAST(0 AS BIGNUM)) AS out_units,
+        coalesce(sum(f.fee_units), CAST(0 AS BIGNUM)) AS fee_units,
         sum(f.in_count) AS in_count,
         sum(f.out_count) AS out_count,
         sum(f.in_unknown) AS in_unknown,
@@ -128,13 +134,10 @@ window_flows AS (
         min(f.missing_example) AS missing_example,
         sum(f.too_wide) AS too_wide,
         min(f.too_wide_example) AS too_wide_example
-    FROM windows AS w
-    JOIN daily_flows AS f
-        ON w.account_type = 'Current'
-        AND f.crypto_currency = w.crypto_currency
-        AND f.settled_seen_on > w.period_start_date
-        AND f.settled_seen_on <= w.period_end_date
-    GROUP BY w.account_type, w.crypto_currency, w.period_end_date
+    FROM daily_flows AS f
+    ASOF JOIN (SELECT account_type, crypto_currency, snapshot_date FROM balance_snapshots WHERE account_type = 'Current') AS b
+        ON f.crypto_currency = b.crypto_currency AND f.settled_seen_on <= b.snapshot_date
+    GROUP BY b.account_type, b.crypto_currency, b.snapshot_date
 ),
 summed AS (
     SELECT
@@ -147,55 +150,77 @@ summed AS (
         f.missing_example,
         coalesce(f.too_wide, 0) AS too_wide,
         f.too_wide_example,
-        CASE WHEN coalesce(f.in_unknown, 0) = 0 THEN coalesce(f.in_units, CAST(0 AS BIGNUM)) END AS in_units,
-        CASE WHEN coalesce(f.out_unknown, 0) = 0 THEN coalesce(f.out_units, CAST(0 AS BIGNUM)) END AS out_units,
-        CASE WHEN coalesce(f.fee_unknown, 0) = 0 THEN coalesce(f.fee_units, CAST(0 AS BIGNUM)) END AS fee_units
+        coalesce(f.in_units, CAST(0 AS BIGNUM)) AS in_units,
+        coalesce(f.out_units, CAST(0 AS BIGNUM)) AS out_units,
+        coalesce(f.fee_units, CAST(0 AS BIGNUM)) AS fee_units,
+        -- NULL when an amount is unknown or the exact sum does not fit DECIMAL(38,18)
+        CASE WHEN f.period_end_date IS NULL THEN CAST(0 AS DECIMAL(38, 18))
+            WHEN f.in_unknown = 0 THEN units_decimal(f.in_units) END AS in_total,
+        CASE WHEN f.period_end_date IS NULL THEN CAST(0 AS DECIMAL(38, 18))
+            WHEN f.out_unknown = 0 THEN units_decimal(f.out_units) END AS out_total,
+        CASE WHEN f.period_end_date IS NULL THEN CAST(0 AS DECIMAL(38, 18))
+            WHEN f.fee_unknown = 0 THEN units_decimal(f.fee_units) END AS fee_total
     FROM windows AS w
     LEFT JOIN window_flows AS f USING (account_type, crypto_currency, period_end_date)
 ),
 computed AS (
     SELECT
         *,
-        decimal_units(opening_total) + in_units - out_units - fee_units AS expected_units,
-        decimal_units(closing_total) - (decimal_units(opening_total) + in_units - out_units - fee_units) AS unexplained_units
+        -- DECIMAL arithmetic; only where an intermediate overflows, the exact BIGNUM one
+        coalesce(
+            TRY(opening_total + in_total - out_total - fee_total),
+            units_decimal(decimal_units(opening_total) + in_units - out_units - fee_units)
+        ) AS expected_total
     FROM summed
 ),
 classified AS (
     SELECT
         *,
+        TRY(closing_total - expected_total) AS unexplained,
         CASE
             WHEN NOT opening_synced THEN 'no_sync_at_opening'
             WHEN NOT closing_synced THEN 'no_sync_at_closing'
             WHEN missing > 0 THEN 'amount_missing'
             WHEN opening_total IS NULL OR closing_total IS NULL OR too_wide > 0 THEN 'amount_too_wide'
-            WHEN units_decimal(in_units) IS NULL OR units_decimal(out_units) IS NULL OR units_decimal(fee_units) IS NULL
-                OR units_decimal(expected_units) IS NULL OR units_decimal(unexplained_units) IS NULL THEN 'sum_too_wide'
-            WHEN unexplained_units = CAST(0 AS BIGNUM) THEN 'balanced'
+            WHEN in_total IS NULL OR out_total IS NULL OR fee_total IS NULL
+                OR expected_total IS NULL OR TRY(closing_total - expected_total) IS NULL THEN 'sum_too_wide'
+            WHEN closing_total = expected_total THEN 'balanced'
             ELSE 'computed'
         END AS base_status
     FROM computed
 ),
-paired AS (
+-- only windows with a non-zero unexplained total can offset each other: a consecutive window of
+-- the key with exactly the opposite one
+offsets AS (
     SELECT
-        *,
-        -- the neighbouring windows' unexplained totals, where they could be computed
-        lag(CASE WHEN base_status IN ('balanced', 'computed') THEN unexplained_units END) OVER key_windows AS prev_unexplained,
-        lead(CASE WHEN base_status IN ('balanced', 'computed') THEN unexplained_units END) OVER key_windows AS next_unexplained,
-        lag(period_start_date) OVER key_windows AS prev_period_start_date,
-        lead(period_end_date) OVER key_windows AS next_period_end_date
+        account_type,
+        crypto_currency,
+        period_end_date,
+        CASE WHEN lag(period_end_date) OVER key_windows = period_start_date
+            AND lag(unexplained) OVER key_windows = -unexplained THEN lag(period_start_date) OVER key_windows END
+            AS prev_period_start_date,
+        CASE WHEN lead(period_start_date) OVER key_windows = period_end_date
+            AND lead(unexplained) OVER key_windows = -unexplained THEN lead(period_end_date) OVER key_windows END
+            AS next_period_end_date
     FROM classified
+    WHERE base_status = 'computed'
     WINDOW key_windows AS (PARTITION BY account_type, crypto_currency ORDER BY period_end_date)
 ),
 final AS (
     SELECT
-        *,
+        c.*,
+        o.prev_period_start_date,
+        o.next_period_end_date,
         CASE
-            WHEN base_status <> 'computed' THEN base_status
-            WHEN unexplained_units = -prev_unexplained OR unexplained_units = -next_unexplained THEN 'timing'
+            WHEN c.base_status <> 'computed' THEN c.base_status
+            WHEN o.prev_period_start_date IS NOT NULL OR o.next_period_end_date IS NOT NULL THEN 'timing'
             ELSE 'unexplained'
         END AS status,
-        opening_synced AND closing_synced AS flows_known
-    FROM paired
+        c.opening_synced AND c.closing_synced AS flows_known
+    FROM classified AS c
+    LEFT JOIN (
+        SELECT * FROM offsets WHERE prev_period_start_date IS NOT NULL OR next_period_end_date IS NOT NULL
+    ) AS o USING (account_type, crypto_currency, period_end_date)
 )
 SELECT
     account_type,
@@ -203,12 +228,12 @@ SELECT
     period_start_date,
     period_end_date,
     opening_total,
-    CASE WHEN flows_known THEN units_decimal(in_units) END AS settled_in,
-    CASE WHEN flows_known THEN units_decimal(out_units) END AS settled_out,
-    CASE WHEN flows_known THEN units_decimal(fee_units) END AS network_fees,
-    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN units_decimal(expected_units) END AS expected_closing_total,
+    CASE WHEN flows_known THEN in_total END AS settled_in,
+    CASE WHEN flows_known THEN out_total END AS settled_out,
+    CASE WHEN flows_known THEN fee_total END AS network_fees,
+    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN expected_total END AS expected_closing_total,
     closing_total,
-    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN units_decimal(unexplained_units) END AS unexplained_total,
+    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN unexplained END AS unexplained_total,
     status,
     CASE WHEN flows_known THEN in_count END AS settled_in_transactions,
     CASE WHEN flows_known THEN out_count END AS settled_out_transactions,
@@ -228,17 +253,18 @@ SELECT
         ) || ': not rolled forward'
         WHEN 'sum_too_wide' THEN
             'sums do not fit DECIMAL(38,18): in ' || units_text(in_units) || ', out ' || units_text(out_units)
-            || ', fees ' || units_text(fee_units) || ', expected closing total ' || units_text(expected_units)
-            || ', unexplained ' || units_text(unexplained_units)
+            || ', fees ' || units_text(fee_units) || ', expected closing total '
+            || units_text(decimal_units(opening_total) + in_units - out_units - fee_units)
+            || ', unexplained ' || units_text(decimal_units(closing_total) - (decimal_units(opening_total) + in_units - out_units - fee_units))
         WHEN 'balanced' THEN NULL
         ELSE
             'closing total ' || closing_text || ' on ' || period_end_date
-            || ', expected ' || units_text(expected_units) || ' = opening total ' || opening_text || ' on ' || period_start_date
-            || ' + in ' || units_text(in_units) || ' - out ' || units_text(out_units) || ' - fees ' || units_text(fee_units)
+            || ', expected ' || decimal_text(expected_total) || ' = opening total ' || opening_text || ' on ' || period_start_date
+            || ' + in ' || decimal_text(in_total) || ' - out ' || decimal_text(out_total) || ' - fees ' || decimal_text(fee_total)
             || ' (' || (in_count + out_count) || ' transaction(s) first seen Settled in the syncs after ' || period_start_date
-            || ' up to ' || period_end_date || '): unexplained ' || units_text(unexplained_units)
+            || ' up to ' || period_end_date || '): unexplained ' || decimal_text(unexplained)
             || CASE
-                WHEN status = 'timing' AND unexplained_units = -prev_unexplained THEN
+                WHEN status = 'timing' AND prev_period_start_date IS NOT NULL THEN
                     ', offset by the window ' || prev_period_start_date || ' to ' || period_start_date
                     || ': settled between the balance fetch and the sync'
                 WHEN status = 'timing' THEN

@@ -62,35 +62,51 @@ compared AS (
         coalesce(p.too_wide, 0) AS too_wide,
         p.too_wide_example,
         coalesce(p.pending_units, CAST(0 AS BIGNUM)) AS pending_units,
-        decimal_units(b.pending_outflow) - coalesce(p.pending_units, CAST(0 AS BIGNUM)) AS unexplained_units
+        -- NULL when the exact sum does not fit DECIMAL(38,18)
+        CASE WHEN p.snapshot_date IS NULL THEN CAST(0 AS DECIMAL(38, 18)) ELSE units_decimal(p.pending_units) END AS pending_total
     FROM balance_snapshots AS b
     LEFT JOIN pending AS p
         ON b.account_type = 'Current' AND p.snapshot_date = b.snapshot_date AND p.crypto_currency = b.crypto_currency
 ),
 classified AS (
     SELECT
+        *,
+        TRY(pending_outflow - pending_total) AS unexplained,
+        CASE
+            WHEN NOT synced THEN 'no_sync'
+            WHEN missing > 0 THEN 'amount_missing'
+            WHEN pending_outflow IS NULL OR too_wide > 0 THEN 'amount_too_wide'
+            WHEN pending_total IS NULL OR TRY(pending_outflow - pending_total) IS NULL THEN 'sum_too_wide'
+            WHEN pending_outflow = pending_total THEN 'balanced'
+            ELSE 'computed'
+        END AS base_status
+    FROM compared
+),
+final AS (
+    SELECT
         c.*,
         CASE
-            WHEN NOT c.synced THEN 'no_sync'
-            WHEN c.missing > 0 THEN 'amount_missing'
-            WHEN c.pending_outflow IS NULL OR c.too_wide > 0 THEN 'amount_too_wide'
-            WHEN units_decimal(c.pending_units) IS NULL OR units_decimal(c.unexplained_units) IS NULL THEN 'sum_too_wide'
-            WHEN c.unexplained_units = CAST(0 AS BIGNUM) THEN 'balanced'
-            WHEN r.status = 'timing' AND r.unexplained_total = units_decimal(c.unexplained_units) THEN 'timing'
+            WHEN c.base_status <> 'computed' THEN c.base_status
+            WHEN r.period_end_date IS NOT NULL THEN 'timing'
             ELSE 'unexplained'
         END AS status,
         r.period_start_date
-    FROM compared AS c
-    LEFT JOIN v_balance_rollforward AS r
-        ON r.account_type = c.account_type AND r.crypto_currency = c.crypto_currency AND r.period_end_date = c.snapshot_date
+    FROM classified AS c
+    LEFT JOIN (
+        SELECT account_type, crypto_currency, period_start_date, period_end_date, unexplained_total
+        FROM v_balance_rollforward
+        WHERE status = 'timing'
+    ) AS r
+        ON c.base_status = 'computed' AND r.account_type = c.account_type AND r.crypto_currency = c.crypto_currency
+        AND r.period_end_date = c.snapshot_date AND r.unexplained_total = c.unexplained
 )
 SELECT
     snapshot_date,
     account_type,
     crypto_currency,
     pending_outflow,
-    CASE WHEN synced AND missing = 0 AND too_wide = 0 THEN units_decimal(pending_units) END AS pending_out_transactions,
-    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN units_decimal(unexplained_units) END AS unexplained_pending,
+    CASE WHEN synced AND missing = 0 AND too_wide = 0 THEN pending_total END AS pending_out_transactions,
+    CASE WHEN status IN ('balanced', 'timing', 'unexplained') THEN unexplained END AS unexplained_pending,
     status,
     CASE WHEN synced THEN transactions END AS pending_out_count,
     CASE status
@@ -105,16 +121,16 @@ SELECT
         ) || ': not compared'
         WHEN 'sum_too_wide' THEN
             'sums do not fit DECIMAL(38,18): Pending Out transactions ' || units_text(pending_units)
-            || ', unexplained ' || units_text(unexplained_units)
+            || ', unexplained ' || units_text(decimal_units(pending_outflow) - pending_units)
         WHEN 'balanced' THEN NULL
         ELSE
             'pending outflow ' || decimal_text(pending_outflow) || ' (total ' || total || ' - available ' || available
-            || ') vs ' || units_text(pending_units) || ' in the ' || transactions
-            || ' Out transaction(s) Pending in the ' || snapshot_date || ' sync: unexplained ' || units_text(unexplained_units)
+            || ') vs ' || decimal_text(pending_total) || ' in the ' || transactions
+            || ' Out transaction(s) Pending in the ' || snapshot_date || ' sync: unexplained ' || decimal_text(unexplained)
             || CASE
                 WHEN status = 'timing' THEN
                     ', as in the roll-forward from ' || period_start_date || ': settled between the balance fetch and the sync'
                 ELSE '; look for a Pending Out transaction GET /v1/transactions did not return, or a hold without one'
             END
     END AS detail
-FROM classified;
+FROM final;
