@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--report", type=Path, help="also write the table as a markdown document to this file")
     selftest.add_argument("--keep", action="store_true", help="keep the temporary data dir and Dagster home")
 
+    status = commands.add_parser("status", help="Each recent day captured, at risk or lost; exit 0 well, 1 at risk, 2 lost.")
+    status.add_argument("--days", type=int, default=7, help="how many of the last days to show (default 7)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
     commands.add_parser("dev", help="Start the emulator and `dg dev` (Dagster's UI and daemon) wired to it.")
     commands.add_parser("sandbox", help="Run the NOAH sandbox emulator in the foreground.", add_help=False)
     return parser
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             return materialize(args.date, allow_late=args.allow_late, verbose=args.verbose)
         if args.command == "demo":
             return demo(args.days)
+        if args.command == "status":
+            return status(args.days, as_json=args.json)
         if args.command == "selftest":
             from balances_etl.selftest import main as selftest_main
 
@@ -105,6 +111,20 @@ def demo(days: int) -> int:
 
     result = run_demo(days)
     return 0 if result.succeeded else EXIT_FAILED
+
+
+def status(days: int, *, as_json: bool) -> int:
+    """Reads the Parquet store and the Dagster instance; starts and changes nothing."""
+    if days < 1:
+        print("--days must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    import json
+
+    from balances_etl.operations.status import as_json as status_json, collect_status, render_text
+
+    report = collect_status(PipelineSettings.from_env(), dagster_home(), days, dt.datetime.now(dt.UTC))
+    print(json.dumps(status_json(report), indent=2) if as_json else render_text(report))
+    return int(report.health)
 
 
 def dev() -> int:

@@ -77,6 +77,10 @@ class Variable(Generic[T]):
         except InvalidValue as reason:
             raise error(f"{self.name} {reason}", variable=self.name) from None
 
+    def read_optional(self, environ: Mapping[str, str], error: ErrorType) -> T | None:
+        """Like ``read``, but None when unset and without a default (an optional feature left off)."""
+        return None if self.text(environ) is None and self.default is None else self.read(environ, error)
+
     def default_value(self) -> T:
         """The parsed default (for a dataclass field's default or a function's keyword default)."""
         if self.default is None:

@@ -1,8 +1,10 @@
 """The demo: the real daily job, run for N consecutive days against the embedded NOAH emulator.
 
 It signs every request with a freshly generated P-384 key, advances the emulator's simulated date
-day by day, simulates one NOAH outage (that day fails cleanly and shows as a gap), and writes a
-sample ledger so every reconciliation view has something to say.
+day by day (balances and transactions come from one simulated ledger), simulates one NOAH outage
+(that day fails cleanly, shows as a gap and is estimated in v_daily_balances), injects one balance
+movement without a transaction (the one window the roll-forward cannot explain, to the last digit),
+and writes a sample ledger so every reconciliation view has something to say.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from balances_etl.settings import PipelineSettings, temporary_environment
 from balances_etl.storage.warehouse import connect_read_only
 
 DEMO_SEED = 7
+# The one balance movement NOAH lists no transaction for: the roll-forward finds exactly this amount.
+DEMO_MOVEMENT = ("BTC_TEST", "0.00012345")
 LEDGER_FILE = "demo_ledger.csv"
 # Quick retries so the simulated outage fails in seconds, not minutes.
 DEMO_CLIENT_ENV = {"NOAH_MAX_ATTEMPTS": "3", "NOAH_BACKOFF_BASE_SECONDS": "0.05", "NOAH_BACKOFF_MAX_SECONDS": "0.2"}
@@ -66,6 +70,7 @@ def write_sample_ledger(ledger_dir: Path, sandbox: NoahSandbox, dates: list[dt.d
 class DemoResult:
     outcomes: list[RunOutcome]
     outage_day: dt.date | None
+    movement_day: dt.date | None  # the day of the injected movement without a transaction
 
     @property
     def succeeded(self) -> bool:
@@ -79,6 +84,7 @@ def run_demo(days: int, *, today: dt.date | None = None, show_progress: bool = T
     today = today or dt.datetime.now(dt.UTC).date()
     dates = demo_dates(days, today)
     outage_day = dates[len(dates) // 2] if len(dates) >= 5 else None
+    movement_day = dates[-2] if len(dates) >= 5 else None
     private_pem, public_pem = generate_signing_keypair(curve="P-384")
     outcomes = []
     with NoahSandbox(public_key_pem=public_pem, seed=DEMO_SEED) as sandbox, emulator_environment(sandbox, private_pem):
@@ -88,6 +94,9 @@ def run_demo(days: int, *, today: dt.date | None = None, show_progress: bool = T
         for day in progress:
             sandbox.configure(simulated_date=day)
             sandbox.clear_faults()
+            if day == movement_day:
+                currency, amount = DEMO_MOVEMENT
+                sandbox.inject_movement(currency, amount, day)
             if day == outage_day:
                 sandbox.add_fault(Fault(kind=FaultKind.STATUS, status=503, times=None, error_type="Unexpected", detail="simulated outage"))
             taken_at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 10), tzinfo=dt.UTC)
@@ -95,7 +104,7 @@ def run_demo(days: int, *, today: dt.date | None = None, show_progress: bool = T
             outcomes.append(outcome)
             progress.set_postfix_str(f"{day} {'ok' if outcome.success else 'FAILED'}")
     print_report(settings, outcomes, outage_day)
-    return DemoResult(outcomes, outage_day)
+    return DemoResult(outcomes, outage_day, movement_day)
 
 
 def print_report(settings: PipelineSettings, outcomes: list[RunOutcome], outage_day: dt.date | None) -> None:
@@ -107,6 +116,10 @@ def print_report(settings: PipelineSettings, outcomes: list[RunOutcome], outage_
             ("Latest balances (v_latest_balances)", f"SELECT account_type, crypto_currency, snapshot_date, available, total, age_days FROM {View.LATEST_BALANCES} ORDER BY crypto_currency"),
             ("Open reconciliation breaks, last 5 snapshot days (v_reconciliation_summary)", f"SELECT * FROM {View.RECONCILIATION_SUMMARY} WHERE snapshot_date >= (SELECT max(snapshot_date) - 4 FROM {View.RECONCILIATION_SUMMARY}) ORDER BY snapshot_date, check_name"),
             ("Ledger reconciliation (v_ledger_reconciliation)", f"SELECT as_of_date, crypto_currency, expected_total, noah_total, difference, tolerance, status FROM {View.LEDGER_RECONCILIATION} ORDER BY as_of_date, crypto_currency"),
+            ("Roll-forward windows per status (v_balance_rollforward)", f"SELECT status, count(*) AS windows FROM {View.BALANCE_ROLLFORWARD} GROUP BY status ORDER BY status"),
+            ("Roll-forward windows that do not balance (v_balance_rollforward)", f"SELECT crypto_currency, period_start_date, period_end_date, opening_total, settled_in, settled_out, network_fees, closing_total, unexplained_total, status FROM {View.BALANCE_ROLLFORWARD} WHERE status IN ('unexplained', 'timing') ORDER BY period_end_date, crypto_currency"),
+            ("Pending outflows against their transactions (v_pending_explained)", f"SELECT status, count(*) AS snapshots, count(*) FILTER (WHERE pending_outflow <> 0) AS with_pending_outflow FROM {View.PENDING_EXPLAINED} GROUP BY status ORDER BY status"),
+            ("Estimated days (v_daily_balances)", f"SELECT balance_date, crypto_currency, total, source FROM {View.DAILY_BALANCES} WHERE source = 'estimated' ORDER BY balance_date, crypto_currency"),
         ):
             cursor = con.execute(query)
             names = [d[0] for d in cursor.description]

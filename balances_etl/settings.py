@@ -87,6 +87,31 @@ def _time_of_day(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("true", "false"):
+        raise InvalidValue("must be true or false")
+    return lowered == "true"
+
+
+def _http_url(text: str) -> str:
+    """A webhook URL holds its token: the refusal never shows it."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise InvalidValue("must be an http(s) URL (value not shown)")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _addresses(text: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not all(re.fullmatch(r"[^@\s,]+@[^@\s,]+", address) for address in addresses):
+        raise InvalidValue("must be e-mail addresses separated by commas")
+    return addresses
+
+
 # The configuration table: each default and meaning is written here only.
 DATA_DIR = Variable("BALANCES_ETL_DATA_DIR", "./data",
                     "Where raw pages, Parquet partitions, the ledger and the warehouse live.", _path)
@@ -105,10 +130,37 @@ LOCK_TIMEOUT_SECONDS = Variable("BALANCES_ETL_LOCK_TIMEOUT_SECONDS", "600",
                                 Number(float, unit="seconds"))
 DAGSTER_HOME = Variable("DAGSTER_HOME", "./dagster_home",
                         "Dagster instance: run history, schedules, concurrency pools.", _path)
+FRESHNESS_DEADLINE = Variable("BALANCES_ETL_FRESHNESS_DEADLINE", "02:00",
+                              "UTC time of day by which the day that just ended must be captured "
+                              "(freshness check, alert, `status`).", _time_of_day)
+CATCHUP_EVERY_MINUTES = Variable("BALANCES_ETL_CATCHUP_EVERY_MINUTES", "10",
+                                 "How often the catch-up sensor looks for missing days, launches runs and sends alerts.",
+                                 Number(int, minimum=1))
+TRANSACTIONS_OVERLAP_DAYS = Variable("BALANCES_ETL_TRANSACTIONS_OVERLAP_DAYS", "3",
+                                     "Days before the newest transaction of the previous sync that the next sync reads again "
+                                     "(it also reads back to the oldest one still Pending).", Number(int, minimum=0))
+# Alerts (balances_etl.operations.alerts); no destination set: alerts only go to the sensor's log.
+ALERT_WEBHOOK_URL = Variable("BALANCES_ETL_ALERT_WEBHOOK_URL", None,
+                             'Incoming webhook (Slack, Microsoft Teams) alerts are POSTed to as JSON {"text": ...}. '
+                             "It holds a token: never logged.", _http_url)
+ALERT_SMTP_HOST = Variable("BALANCES_ETL_ALERT_SMTP_HOST", None,
+                           "SMTP server alerts are e-mailed through; unset: no e-mail.", _text)
+ALERT_SMTP_PORT = Variable("BALANCES_ETL_ALERT_SMTP_PORT", "587", "SMTP server port.", Number(int, minimum=1, maximum=65535))
+ALERT_SMTP_STARTTLS = Variable("BALANCES_ETL_ALERT_SMTP_STARTTLS", "true",
+                               "Upgrade the SMTP connection with STARTTLS, verifying the server's certificate (true/false).",
+                               _boolean)
+ALERT_SMTP_USER = Variable("BALANCES_ETL_ALERT_SMTP_USER", None, "SMTP login; unset: no login.", _text)
+ALERT_SMTP_PASSWORD = Variable("BALANCES_ETL_ALERT_SMTP_PASSWORD", None, "SMTP password; never logged.", _text)
+ALERT_SMTP_FROM = Variable("BALANCES_ETL_ALERT_SMTP_FROM", None,
+                           "Sender address of alert e-mails (required with an SMTP host).", _text)
+ALERT_SMTP_TO = Variable("BALANCES_ETL_ALERT_SMTP_TO", None,
+                         "Recipients of alert e-mails, separated by commas (required with an SMTP host).", _addresses)
 _VARIABLES = (DATA_DIR, SQL_DIR, START_DATE, LATENESS_HOURS, SCHEDULE_TIME, STALE_AFTER_DAYS, LOCK_TIMEOUT_SECONDS,
-              DAGSTER_HOME)
+              DAGSTER_HOME, FRESHNESS_DEADLINE, CATCHUP_EVERY_MINUTES, TRANSACTIONS_OVERLAP_DAYS, ALERT_WEBHOOK_URL, ALERT_SMTP_HOST,
+              ALERT_SMTP_PORT, ALERT_SMTP_STARTTLS, ALERT_SMTP_USER, ALERT_SMTP_PASSWORD, ALERT_SMTP_FROM, ALERT_SMTP_TO)
 # The storage layer's keyword default (balances_etl.storage.warehouse imports it).
 DEFAULT_STALE_AFTER_DAYS: int = STALE_AFTER_DAYS.default_value()  # type: ignore[assignment]
+DEFAULT_TRANSACTIONS_OVERLAP = dt.timedelta(days=TRANSACTIONS_OVERLAP_DAYS.default_value())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -121,6 +173,9 @@ class PipelineSettings:
     schedule_minute: int
     stale_after_days: int
     lock_timeout_seconds: float
+    freshness_deadline: dt.time
+    catchup_every_minutes: int
+    transactions_overlap: dt.timedelta = DEFAULT_TRANSACTIONS_OVERLAP
 
     @staticmethod
     def documented_variables() -> tuple[ConfigVariable, ...]:
@@ -131,6 +186,7 @@ class PipelineSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PipelineSettings:
         env = os.environ if environ is None else environ
         hour, minute = SCHEDULE_TIME.read(env, SettingsError)
+        fresh_hour, fresh_minute = FRESHNESS_DEADLINE.read(env, SettingsError)
         return cls(
             data_dir=DATA_DIR.read(env, SettingsError),
             sql_dir=SQL_DIR.read(env, SettingsError),
@@ -140,6 +196,9 @@ class PipelineSettings:
             schedule_minute=minute,
             stale_after_days=STALE_AFTER_DAYS.read(env, SettingsError),  # type: ignore[arg-type]
             lock_timeout_seconds=LOCK_TIMEOUT_SECONDS.read(env, SettingsError),
+            freshness_deadline=dt.time(fresh_hour, fresh_minute),
+            catchup_every_minutes=CATCHUP_EVERY_MINUTES.read(env, SettingsError),  # type: ignore[arg-type]
+            transactions_overlap=dt.timedelta(days=TRANSACTIONS_OVERLAP_DAYS.read(env, SettingsError)),
         )
 
 

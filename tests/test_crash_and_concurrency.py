@@ -185,7 +185,7 @@ def test_sigkill_at_many_random_instants(pipeline: Pipeline) -> None:
 def run_config_file(pipeline: Pipeline, day: dt.date) -> Path:
     """Run config for the Dagster CLIs: the emulator's snapshot time for ``day`` (loopback only)."""
     path = pipeline.root / f"run-config-{day}.json"
-    path.write_text(json.dumps({"ops": {"take_balances_snapshot": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
+    path.write_text(json.dumps({"ops": {"observe_noah_day": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
     return path
 
 
@@ -375,8 +375,8 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 
 # Where the disk fills up: the function about to write, and the Dagster step that then fails.
 FULL_DISK_STAGES = {
-    "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "take_balances_snapshot"),
-    "parquet-write": ("balances_etl.storage.parquet", "PartitionWriter.write", "take_balances_snapshot"),
+    "raw-landing": ("balances_etl.storage.raw", "write_file_starting_writeback", "observe_noah_day"),
+    "parquet-write": ("balances_etl.storage.parquet", "PartitionWriter.write", "observe_noah_day"),
     "duckdb-load": ("balances_etl.storage.warehouse", "_write", "balances__warehouse_table"),
     "publishing-the-analysts-copy": ("balances_etl.storage.warehouse", "clone_file", "balances__warehouse_table"),
 }

@@ -179,7 +179,7 @@ def test_a_repeated_query_parameter_is_invalid(unsigned_sandbox: NoahSandbox) ->
 
 
 @pytest.mark.parametrize(
-    ("method", "path"), [("GET", "/v1/transactions"), ("POST", "/v1/balances"), ("GET", "/balances")]
+    ("method", "path"), [("GET", "/v1/payments"), ("POST", "/v1/transactions"), ("POST", "/v1/balances"), ("GET", "/balances")]
 )
 def test_other_paths_and_methods_are_not_found(unsigned_sandbox: NoahSandbox, method: str, path: str) -> None:
     root = unsigned_sandbox.base_url.removesuffix("/v1")

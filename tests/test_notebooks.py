@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from decimal import Decimal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from balances_etl.demo import DEMO_MOVEMENT
 from balances_etl.domain.names import View
 from support_history import build_history, day
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-NOTEBOOKS = ("balances_explorer.ipynb", "reconciliation.ipynb")
+NOTEBOOKS = ("balances_explorer.ipynb", "reconciliation.ipynb", "rollforward.ipynb")
 CELL_TIMEOUT_SECONDS = 120
 DEMO_DAYS = 10
 LEDGER_STATUSES = ("MATCH", "BREAK", "MISSING_AT_NOAH", "MISSING_IN_LEDGER")
@@ -152,6 +154,30 @@ def test_reconciliation(demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert images(notebook) == 1  # breaks per day and check
 
 
+def test_rollforward(demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's history rolls forward except for the one injected movement, found to the last digit;
+    its pending outflows are explained and its outage day is estimated."""
+    notebook = execute("rollforward.ipynb", demo_data_dir, monkeypatch)
+
+    currency, amount = DEMO_MOVEMENT
+    unexplained = fetch_column(
+        demo_data_dir,
+        f"SELECT crypto_currency || ' ' || CAST(unexplained_total AS VARCHAR) FROM {View.BALANCE_ROLLFORWARD} "
+        "WHERE status = 'unexplained'",
+    )
+    assert [row.split(" ")[0] for row in unexplained] == [currency]
+    assert Decimal(unexplained[0].split(" ")[1]) == Decimal(amount)
+    assert amount in tagged_output(notebook, "not-balanced")
+    assert fetch_column(demo_data_dir, f"SELECT count(*) FROM {View.PENDING_EXPLAINED} WHERE status = 'unexplained'") == [0]
+    explained = fetch_column(
+        demo_data_dir, f"SELECT count(*) FROM {View.PENDING_EXPLAINED} WHERE status = 'balanced' AND pending_outflow <> 0"
+    )
+    assert explained[0] > 0
+    estimated = fetch_column(demo_data_dir, f"SELECT DISTINCT balance_date FROM {View.DAILY_BALANCES} WHERE source = 'estimated'")
+    assert len(estimated) == 1 and str(estimated[0]) in tagged_output(notebook, "estimated")
+    assert images(notebook) == 1  # the waterfall
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_without_ledger_rows(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No ledger files: the ledger cells say "(none)" instead of failing; everything else still runs."""
@@ -168,5 +194,7 @@ def test_notebook_without_ledger_rows(name: str, tmp_path: Path, monkeypatch: py
         assert "(none)" in tagged_output(notebook, "ledger-statuses")
         assert "(none)" in tagged_output(notebook, "ledger-comparison")
         assert "currency_disappeared" in tagged_output(notebook, "break-summary")
+    elif name == "rollforward.ipynb":  # no transactions sync in this history: nothing rolls forward
+        assert "no_sync_at_opening" in tagged_output(notebook, "not-balanced")
     else:
         assert "USDC_TEST" in tagged_output(notebook, "latest-balances")

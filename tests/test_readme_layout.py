@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import balances_etl
-from balances_etl.domain.checks import BALANCE_PARTITION_CHECKS, RECONCILIATION_CHECKS
+from balances_etl.domain.checks import BALANCE_PARTITION_CHECKS, RECONCILIATION_CHECKS, TRANSACTION_SYNC_CHECKS
 
 PACKAGE = Path(balances_etl.__file__).parent
 README = (PACKAGE.parent / "README.md").read_text()
@@ -34,6 +34,6 @@ def test_the_check_table_is_the_code_table():
     documented = [tuple(cell.strip().strip("`") for cell in row.strip("|").split("|")) for row in rows]
     expected = [
         (info.name.value, "blocking" if info.blocking else "warning", info.description)
-        for info in BALANCE_PARTITION_CHECKS + RECONCILIATION_CHECKS
+        for info in BALANCE_PARTITION_CHECKS + RECONCILIATION_CHECKS + TRANSACTION_SYNC_CHECKS
     ]
     assert documented == expected

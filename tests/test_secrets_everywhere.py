@@ -78,7 +78,7 @@ def test_multiprocess_executor_compute_logs_and_events_hold_no_secret(pipeline: 
     pipeline.sandbox.add_fault(Fault(kind=FaultKind.STATUS, status=403, error_type="Forbidden",
                                      detail=f"key {pipeline.sandbox.api_key} is disabled", times=None))
     config = pipeline.root / "run-config.json"
-    config.write_text(json.dumps({"ops": {"take_balances_snapshot": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
+    config.write_text(json.dumps({"ops": {"observe_noah_day": {"config": {"simulated_now": taken_after(day).isoformat()}}}}))
     child = spawn(pipeline, ["-m", "dagster", "job", "execute", "-m", "balances_etl.definitions", "-j", "daily_balances_job",
                              "--tags", json.dumps({"dagster/partition": day.isoformat()}), "--config", str(config)])
     child.process.wait(timeout=300)

@@ -131,7 +131,7 @@ def test_the_daily_job_runs_on_resources_given_in_code_without_any_environment(
     data_dir = tmp_path / "data"
     job = load_definitions().resolve_job_def(Orchestration.DAILY_JOB)
     result = job.execute_in_process(
-        run_config={"ops": {Op.TAKE_BALANCES_SNAPSHOT.value: {"config": {"simulated_now": NOW.isoformat()}}}},
+        run_config={"ops": {Op.OBSERVE_NOAH_DAY.value: {"config": {"simulated_now": NOW.isoformat()}}}},
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=DAY.isoformat(),
         resources={

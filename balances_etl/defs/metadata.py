@@ -14,12 +14,27 @@ from balances_etl.markdown import markdown_table
 from balances_etl.transforms.checks import CheckOutcome
 
 PREVIEW_ROWS = 10
-AMOUNT_STRING_COLUMNS = frozenset({"available", "total", "available_raw", "total_raw"})
+AMOUNT_STRING_COLUMNS = frozenset(
+    {"available", "total", "available_raw", "total_raw", "amount", "amount_raw", "network_fee", "network_fee_raw"}
+)
 
 
 def asset_key(asset: str) -> dg.AssetKey:
     """The key of an asset named by its path (``balances/noah_pages``)."""
     return dg.AssetKey.from_user_string(asset)
+
+
+def noah_asset_specs(
+    group: str, raw_pages: dg.AssetKey, partition: dg.AssetKey, *, pages: str, partition_description: str
+) -> list[dg.AssetSpec]:
+    """A domain's two NOAH assets, both made by the day's op: the pages as received, and the checked
+    Parquet partition built from them. Called, not module-level: the defs loader takes specs for assets."""
+    return [
+        dg.AssetSpec(raw_pages, description=f"{pages}, exactly as NOAH sent it, with request metadata (no secrets).",
+                     group_name=group, kinds={"json"}, skippable=True),
+        dg.AssetSpec(partition, deps=[raw_pages], description=partition_description, group_name=group,
+                     kinds={"parquet"}, skippable=True),
+    ]
 
 
 def check_specs(checks: Sequence[CheckInfo], asset: str) -> list[dg.AssetCheckSpec]:

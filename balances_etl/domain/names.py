@@ -18,16 +18,26 @@ class BalancesAsset(StrEnum):
     RECONCILIATION = "balances/reconciliation"  # the day's reconciliation breaks
 
 
+class TransactionsAsset(StrEnum):
+    """The transactions domain's Dagster assets."""
+
+    RAW_PAGES = "transactions/noah_pages"  # every page of GET /v1/transactions the sync read, as received
+    PARTITION = "transactions/parquet_partition"  # the sync's checked Parquet partition: the store of record
+    WAREHOUSE = "transactions/warehouse_tables"  # the sync in the DuckDB tables transactions, transaction_status_history
+
+
 class Op(StrEnum):
     """Dagster ops (a multi-asset's op name is what run config addresses)."""
 
-    TAKE_BALANCES_SNAPSHOT = "take_balances_snapshot"  # fetches, lands, checks and publishes one day
+    OBSERVE_NOAH_DAY = "observe_noah_day"  # the day's balance snapshot, then its transactions sync
 
 
 class Orchestration(StrEnum):
     DAILY_JOB = "daily_balances_job"
     DAILY_SCHEDULE = "daily_balances_schedule"
     DUCKDB_POOL = "duckdb"  # every DuckDB writer step; one at a time across processes
+    CATCHUP_SENSOR = "balances_catchup_sensor"  # relaunches missing days inside their lateness window; alerts
+    FRESHNESS_SENSOR = "balances_freshness_sensor"  # evaluates the partition's freshness check
 
 
 class Table(StrEnum):
@@ -55,8 +65,16 @@ class Check(StrEnum):
     UNKNOWN_CURRENCY = "unknown_currency"
     CURRENCY_DISAPPEARED = "currency_disappeared"
     ZERO_ITEMS = "zero_items"
+    # on the transactions sync's partition (schema, amounts and currency checks share the names above)
+    TRANSACTION_IDS_UNIQUE = "transaction_ids_unique"
+    STATUS_TRANSITIONS_LEGAL = "status_transitions_legal"
+    AMOUNT_MISSING = "amount_missing"
+    KNOWN_TRANSACTION_MISSING = "known_transaction_missing"
     # on the reconciliation asset
     NO_NEW_BREAKS = "no_new_reconciliation_breaks"
+    # Dagster's time-partition freshness check on the partition (defs/catchup.py): evaluated by its
+    # own sensor, never inside a day's run, so it is not in domain.checks
+    FRESHNESS = "freshness_check"
 
 
 class ReconciliationCheck(StrEnum):

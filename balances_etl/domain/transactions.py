@@ -7,6 +7,8 @@ observed state) and ``transaction_status_history`` (one row per status change) a
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pyarrow as pa
 
 from balances_etl.domain.amounts import AMOUNT_PATTERN
@@ -14,6 +16,8 @@ from balances_etl.domain.balances import AMOUNT_DECIMAL, Column
 
 STATUSES = ("Pending", "Failed", "Settled")
 FINAL_STATUSES = ("Failed", "Settled")
+# Status before -> the statuses a later sync may see (staying the same is always legal).
+LEGAL_TRANSITIONS: dict[str, tuple[str, ...]] = {"Pending": ("Settled", "Failed")}
 DIRECTIONS = ("In", "Out")
 # Transactions carry no account type; they move the only documented one.
 ACCOUNT_TYPE = "Current"
@@ -44,3 +48,22 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 ARROW_SCHEMA = pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in COLUMNS])
 KEY_COLUMNS = ("snapshot_date", "transaction_id")
+
+
+class SyncMetadata(StrEnum):
+    """Keys of a sync partition's Parquet footer: what the sync was, even when it saw no transaction."""
+
+    OBSERVED_AT = "balances_etl.transactions.observed_at"  # ISO 8601 UTC instant the sync read NOAH
+    HORIZON = "balances_etl.transactions.horizon"  # ISO 8601 UTC instant, or "" when the sync read everything
+
+
+# What the warehouse knew of a transaction before a sync: its status after the earlier syncs, and
+# whether it was created inside the sync's horizon (so NOAH must still list it).
+KNOWN_SCHEMA = pa.schema(
+    [
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("inside_horizon", pa.bool_(), nullable=False),
+    ]
+)

@@ -1,4 +1,5 @@
-"""An embedded NOAH sandbox: a real HTTP server that behaves as NOAH's published balances API.
+"""An embedded NOAH sandbox: a real HTTP server that behaves as NOAH's published balances and
+transactions API.
 
 Tests, the demo and the benchmarks run against it; ``balances-etl sandbox`` runs it standalone.
 """

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from balances_etl.emulator.server import NoahSandbox
 
 CONTROL_PREFIX = "/_sandbox/"
-_CONFIG_FIELDS = ("simulated_date", "seed", "item_count", "items")
+_CONFIG_FIELDS = ("simulated_date", "seed", "item_count", "items", "ledger_days", "transacting_items")
 
 
 def handle_control(sandbox: NoahSandbox, method: str, target: str, body: bytes) -> Response:
@@ -42,6 +42,13 @@ def handle_control(sandbox: NoahSandbox, method: str, target: str, body: bytes) 
             case "POST", "config":
                 sandbox.configure(**_config_changes(_parse(body)))
                 return json_response(200, _describe(sandbox))
+            case "POST", "movements":
+                movement = _parse(body)
+                if not isinstance(movement, dict) or set(movement) != {"currency", "amount", "on_date"}:
+                    raise ValueError('a movement is {"currency": ..., "amount": "<signed decimal>", "on_date": "YYYY-MM-DD"}')
+                sandbox.inject_movement(str(movement["currency"]), str(movement["amount"]),
+                                        datetime.date.fromisoformat(str(movement["on_date"])))
+                return json_response(201, _describe(sandbox))
             case "GET", "faults":
                 return json_response(200, [fault.to_json() for fault in sandbox.faults])
             case "POST", "faults":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -54,8 +55,9 @@ _ETH_LIKE = _Family(scale=18, low_minor=5 * 10**17, high_minor=800 * 10**18)  # 
 _USDC_LIKE = _Family(scale=6, low_minor=100 * 10**6, high_minor=2_000_000 * 10**6)  # 100 .. 2M
 _SOL_LIKE = _Family(scale=9, low_minor=10**9, high_minor=20_000 * 10**9)  # 1 .. 20,000
 _FAMILY_CYCLE = (_BTC_LIKE, _ETH_LIKE, _USDC_LIKE)
-_DORMANT_INDEX = 2  # the documented USDC-like code
-_DORMANT_ORDINAL = datetime.date(2026, 1, 1).toordinal()
+DORMANT_INDEX = 2  # the documented USDC-like code
+DORMANT_SINCE = datetime.date(2026, 1, 1)
+_DORMANT_ORDINAL = DORMANT_SINCE.toordinal()
 
 
 def documented_currencies(environment: Environment) -> tuple[str, ...]:
@@ -90,8 +92,8 @@ def _fixed(minor: int, scale: int) -> str:
     return f"{digits[:-scale]}.{digits[-scale:]}"
 
 
-def _amounts(seed: int, code: str, family: _Family, day_ordinal: int) -> tuple[str, str]:
-    """(Available, Total) of one code on one day, exact fixed-scale strings."""
+def _units(seed: int, code: str, family: _Family, day_ordinal: int) -> tuple[int, int]:
+    """(Total, pending outflow) of one code on one day, in units of 10^-scale."""
     profile = _digest(f"{seed}:{code}")
     base = family.low_minor + profile % (family.high_minor - family.low_minor)
     significant_fraction_digits = 2 + (profile >> 64) % (family.scale - 1)
@@ -105,7 +107,35 @@ def _amounts(seed: int, code: str, family: _Family, day_ordinal: int) -> tuple[s
     if (day >> 16) % 3 == 0:
         pending = total * ((day >> 32) % 250 + 1) // 1000
         pending -= pending % quantum
-    return _fixed(total - pending, family.scale), _fixed(total, family.scale)
+    return total, pending
+
+
+@dataclass(frozen=True)
+class ItemDay:
+    """One generated item on one day, in units of 10^-scale; ``shift`` is injected movements."""
+
+    code: str
+    scale: int
+    total: int
+    pending: int
+
+    def amounts(self, shift: int = 0) -> tuple[str, str]:
+        """(Available, Total) as exact fixed-scale strings."""
+        return _fixed(self.total + shift - self.pending, self.scale), _fixed(self.total + shift, self.scale)
+
+
+def item_day(seed: int, index: int, item_count: int, environment: Environment, day: datetime.date) -> ItemDay:
+    """Item ``index`` of an account of ``item_count`` (``item_count`` itself: the sometimes-present code)."""
+    ordinal = day.toordinal()
+    if index >= item_count:
+        code, family = sometimes_present_code(environment), _SOL_LIKE
+    else:
+        documented = documented_currencies(environment)
+        code = documented[index] if index < len(documented) else _environment_code(f"TOK{index:06d}", environment)
+        family = _FAMILY_CYCLE[index % 3]
+        if index == DORMANT_INDEX:
+            ordinal = _DORMANT_ORDINAL
+    return ItemDay(code, family.scale, *_units(seed, code, family, ordinal))
 
 
 def _item(code: str, amounts: tuple[str, str]) -> dict[str, str]:
@@ -136,16 +166,12 @@ class GeneratedBalances:
     def slice(self, start: int, stop: int) -> list[object]:
         return [self._generate(index) for index in range(max(start, 0), min(stop, len(self)))]
 
+    movements: tuple[tuple[str, Decimal], ...] = ()  # (code, amount) injected on or before ``day``
+
     def _generate(self, index: int) -> dict[str, str]:
-        ordinal = self.day.toordinal()
-        if index >= self.item_count:
-            code = sometimes_present_code(self.environment)
-            return _item(code, _amounts(self.seed, code, _SOL_LIKE, ordinal))
-        documented = documented_currencies(self.environment)
-        code = documented[index] if index < len(documented) else _environment_code(f"TOK{index:06d}", self.environment)
-        if index == _DORMANT_INDEX:
-            ordinal = _DORMANT_ORDINAL
-        return _item(code, _amounts(self.seed, code, _FAMILY_CYCLE[index % 3], ordinal))
+        generated = item_day(self.seed, index, self.item_count, self.environment, self.day)
+        shift = sum(int(amount.scaleb(generated.scale)) for code, amount in self.movements if code == generated.code)
+        return _item(generated.code, generated.amounts(shift))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ _ITEM_FAULTS = frozenset(
 _LAST_PAGE_FAULTS = frozenset({FaultKind.EMPTY_TOKEN_END, FaultKind.NULL_TOKEN_END})
 _DEFAULT_STATUS = {FaultKind.STATUS: 500, FaultKind.NON_JSON_ERROR: 502}
 DEFAULT_INVALID_AMOUNT = "1e3"
+ENDPOINTS = ("balances", "transactions")  # /v1/<endpoint>
 
 
 @dataclass
@@ -63,9 +64,12 @@ class Fault:
     item_index: int = 0
     value: object = None
     cycle_to_page: int | None = None
+    endpoint: str = "balances"  # the list endpoint it strikes: "balances" or "transactions"
 
     def __post_init__(self) -> None:
         self.kind = FaultKind(self.kind)
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"Fault.endpoint must be one of {list(ENDPOINTS)}, got {self.endpoint!r}")
         for name in ("page", "request", "times", "cycle_to_page"):
             number = getattr(self, name)
             if number is not None and (not isinstance(number, int) or number < 1):
@@ -88,7 +92,8 @@ class Fault:
 
     def applies_to(self, target: FaultTarget) -> bool:
         return (
-            (self.page is None or self.page == target.page_number)
+            self.endpoint == target.endpoint
+            and (self.page is None or self.page == target.page_number)
             and (self.request is None or self.request == target.request_number)
             and (self.kind not in _LAST_PAGE_FAULTS or target.is_last_page)
             and (self.kind not in _ITEM_FAULTS or self.item_index < target.items_on_page)
@@ -99,6 +104,7 @@ class Fault:
 class FaultTarget:
     """The request a fault may fire on."""
 
+    endpoint: str
     request_number: int
     page_number: int
     is_last_page: bool

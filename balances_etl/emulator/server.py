@@ -1,4 +1,5 @@
-"""The NOAH sandbox emulator: a real HTTP/1.1 server that answers ``GET /v1/balances`` as NOAH does.
+"""The NOAH sandbox emulator: a real HTTP/1.1 server that answers ``GET /v1/balances`` and
+``GET /v1/transactions`` as NOAH does, both from one simulated ledger (see ``ledger``).
 
 It checks the API key and the ES256/ES384 ``Api-Signature`` JWT, paginates with opaque tokens,
 serves deterministic data (see ``dataset``), injects faults on demand (see ``faults``) and records
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+from decimal import Decimal, InvalidOperation
 import hashlib
 import logging
 import re
@@ -39,6 +41,7 @@ from balances_etl.emulator.dataset import (
     VerbatimBalances,
     unknown_currency_code,
 )
+from balances_etl.emulator.ledger import LedgerConfig, build_listing
 from balances_etl.emulator.faults import Fault, FaultBook, FaultKind, FaultTarget, Page, respond
 from balances_etl.emulator.responses import Response, encode_json, error_response
 from balances_etl.emulator.wire import Exchange, PageTokens, RecordedRequest
@@ -46,6 +49,8 @@ from balances_etl.emulator.wire import Exchange, PageTokens, RecordedRequest
 _log = logging.getLogger(__name__)
 
 BALANCES_PATH = "/v1/balances"
+TRANSACTIONS_PATH = "/v1/transactions"
+SORT_DIRECTIONS = ("ASC", "DESC")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_RECORDED_REQUESTS = 100_000  # a long-running CLI sandbox must not grow without bound
@@ -68,12 +73,19 @@ class SandboxConfig:
     simulated_date: datetime.date | None
     item_count: int
     items: tuple[object, ...] | None = None  # served verbatim instead of generated data
+    ledger_days: int = 30  # days of transactions a listing holds, up to the simulated date
+    transacting_items: int = 1000  # the first items that have transactions (see ``ledger``)
+    movements: tuple[tuple[str, Decimal, datetime.date], ...] = ()  # balance changes without a transaction
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError("seed must be an integer")
         if not isinstance(self.item_count, int) or isinstance(self.item_count, bool) or self.item_count < 0:
             raise ValueError("item_count must be an integer >= 0")
+        for name in ("ledger_days", "transacting_items"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1")
         if self.simulated_date is not None and not isinstance(self.simulated_date, datetime.date):
             raise TypeError("simulated_date must be a datetime.date or None")
         if self.items is not None:
@@ -86,7 +98,16 @@ class SandboxConfig:
     def source(self, environment: Environment) -> BalanceSource:
         if self.items is not None:
             return VerbatimBalances(self.items)
-        return GeneratedBalances(self.seed, self.effective_date, self.item_count, environment)
+        day = self.effective_date
+        movements = tuple((code, amount) for code, amount, on in self.movements if on <= day)
+        return GeneratedBalances(self.seed, day, self.item_count, environment, movements)
+
+    def transactions(self, environment: Environment) -> tuple[dict[str, object], ...]:
+        """The transactions listing at the simulated date, oldest first (none with verbatim items)."""
+        if self.items is not None:
+            return ()
+        return build_listing(LedgerConfig(self.seed, self.effective_date, self.item_count, environment,
+                                          self.ledger_days, self.transacting_items))
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -94,6 +115,9 @@ class SandboxConfig:
             "simulated_date": self.simulated_date.isoformat() if self.simulated_date else None,
             "effective_date": self.effective_date.isoformat(),
             "item_count": self.item_count,
+            "ledger_days": self.ledger_days,
+            "transacting_items": self.transacting_items,
+            "movements": [[code, str(amount), on.isoformat()] for code, amount, on in self.movements],
             "items": list(self.items) if self.items is not None else None,
         }
 
@@ -235,11 +259,14 @@ class NoahSandbox:
         seed: int | Literal[_Unset.UNSET] = UNSET,
         item_count: int | Literal[_Unset.UNSET] = UNSET,
         items: list[object] | None | Literal[_Unset.UNSET] = UNSET,
+        ledger_days: int | Literal[_Unset.UNSET] = UNSET,
+        transacting_items: int | Literal[_Unset.UNSET] = UNSET,
     ) -> None:
         """Change any subset; ``items`` are served verbatim, ``items=None`` returns to generated data."""
         changes: dict[str, object] = {
             name: value
-            for name, value in (("simulated_date", simulated_date), ("seed", seed), ("item_count", item_count))
+            for name, value in (("simulated_date", simulated_date), ("seed", seed), ("item_count", item_count),
+                                ("ledger_days", ledger_days), ("transacting_items", transacting_items))
             if value is not UNSET
         }
         if items is not UNSET:
@@ -248,6 +275,18 @@ class NoahSandbox:
             changes["items"] = None if items is None else tuple(copy.deepcopy(items))
         with self._lock:
             self._config = replace(self._config, **changes)  # type: ignore[arg-type]
+
+    def inject_movement(self, currency: str, amount: str, on_date: datetime.date) -> None:
+        """Move ``currency``'s Total and Available by the signed ``amount`` from ``on_date`` on, with no
+        transaction: the one kind of change the roll-forward cannot explain."""
+        try:
+            value = Decimal(amount)
+        except InvalidOperation:
+            raise ValueError(f"amount must be a decimal string, got {amount!r}") from None
+        if not value.is_finite() or value == 0:
+            raise ValueError("amount must be a finite, non-zero decimal")
+        with self._lock:
+            self._config = replace(self._config, movements=(*self._config.movements, (currency, value, on_date)))
 
     def expected_items(self) -> list[object]:
         """Exactly the items the current configuration serves, in order, without faults."""
@@ -310,7 +349,9 @@ class NoahSandbox:
             repeated_parameters=sorted(name for name, count in counts.items() if count > 1),
         )
         if (method, url.path) == ("GET", BALANCES_PATH):
-            response = self._answer_balances(exchange, headers)
+            response = self._answer_list(exchange, headers, BALANCES_PATH, self._balances)
+        elif (method, url.path) == ("GET", TRANSACTIONS_PATH):
+            response = self._answer_list(exchange, headers, TRANSACTIONS_PATH, self._transactions)
         else:
             action = f"{method} {url.path}"
             response = error_response(404, "ResourceNotFound", f"No resource at {action}", action)
@@ -329,8 +370,21 @@ class NoahSandbox:
                 _log.exception("the on_exchange listener failed on %s %s", method, target)
         return response
 
-    def _answer_balances(self, exchange: _Answering, headers: Message) -> Response:
-        action = f"GET {BALANCES_PATH}"
+    def _balances(self, query: dict[str, str]) -> BalanceSource:
+        return self._config.source(self.environment)
+
+    def _transactions(self, query: dict[str, str]) -> BalanceSource:
+        direction = query.get("SortDirection", "DESC")
+        if direction not in SORT_DIRECTIONS:
+            raise ValueError(f"SortDirection must be one of {list(SORT_DIRECTIONS)}")
+        listing = self._config.transactions(self.environment)
+        return _Listing(listing if direction == "ASC" else listing[::-1])
+
+    def _answer_list(
+        self, exchange: _Answering, headers: Message, path: str, items_for: Callable[[dict[str, str]], BalanceSource]
+    ) -> Response:
+        """One page of a NOAH list endpoint: auth, signature, paging, faults; the same for every endpoint."""
+        action = f"GET {path}"
         tokens = self._tokens  # one key for the whole answer, even if they expire meanwhile
         try:
             check_api_key(headers.get("X-Api-Key"), self.api_key, self.environment)
@@ -346,15 +400,17 @@ class NoahSandbox:
             page_size = _page_size(exchange.query.get("PageSize"))
             token = exchange.query.get("PageToken")
             page_number, offset = (1, 0) if token is None else tokens.read(token)
+            source = items_for(exchange.query)
         except ValueError as error:
             return error_response(400, "InvalidMessage", str(error), action)
         exchange.page_number = page_number
 
-        source = self._config.source(self.environment)
         items = source.slice(offset, offset + page_size)
         end = offset + len(items)
         next_token = tokens.issue(page_number + 1, end) if end < len(source) else None
-        fault = self._faults.take(FaultTarget(exchange.number, page_number, next_token is None, len(items)))
+        fault = self._faults.take(
+            FaultTarget(path.removeprefix("/v1/"), exchange.number, page_number, next_token is None, len(items))
+        )
         exchange.fault = fault.kind if fault else None
         page = Page(
             page_number=page_number,
@@ -366,6 +422,19 @@ class NoahSandbox:
             action=action,
         )
         return respond(page, fault)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A transactions listing in the order asked for, served page by page (copies: the listing is cached)."""
+
+    items: tuple[dict[str, object], ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def slice(self, start: int, stop: int) -> list[object]:
+        return [dict(item) for item in self.items[max(start, 0):stop]]
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -83,7 +83,7 @@ def run_daily_job(
         op_config["simulated_now"] = simulated_now.isoformat()
     result = job.execute_in_process(
         run_config={
-            "ops": {Op.TAKE_BALANCES_SNAPSHOT.value: {"config": op_config}},
+            "ops": {Op.OBSERVE_NOAH_DAY.value: {"config": op_config}},
             "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
         },
         instance=instance,

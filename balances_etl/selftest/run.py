@@ -29,6 +29,7 @@ from pathlib import Path
 
 from balances_etl.domain.amounts import canonical_amount, fits_decimal_38_18
 from balances_etl.domain.names import BalancesAsset, Table
+from balances_etl.emulator.server import BALANCES_PATH
 from balances_etl.selftest.installation import Installation
 from balances_etl.selftest.matrix import (
     MATRIX_ENV,
@@ -236,7 +237,7 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
         outcome = installation.run(day)
     texts["output of the run"], texts["error of the run"] = output.getvalue(), outcome.error
     run_ids = [outcome.run_id]
-    wire = sandbox.wire
+    wire = [record for record in sandbox.wire if record.request.path == BALANCES_PATH]  # the matrix is the balances'
     sandbox.clear_faults()
     sandbox.expire_tokens_after_page(None)
 

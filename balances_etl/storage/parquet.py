@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -84,10 +85,11 @@ def partition_dates(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> lis
 
 
 def publish_partition(
-    data_dir: Path, snapshot_date: date, frame: pd.DataFrame, dataset: Dataset = BALANCE_SNAPSHOTS
+    data_dir: Path, snapshot_date: date, frame: pd.DataFrame, dataset: Dataset = BALANCE_SNAPSHOTS,
+    file_metadata: Mapping[str, str] | None = None,
 ) -> PartitionFile:
     """Atomically write (or replace) the day's partition; the file is verified before it is published."""
-    with PartitionWriter(data_dir, snapshot_date, dataset) as writer:
+    with PartitionWriter(data_dir, snapshot_date, dataset, file_metadata) as writer:
         writer.write(pa.Table.from_pandas(frame, schema=dataset.schema, preserve_index=False))
         return writer.finish().publish()
 
@@ -113,10 +115,14 @@ class PartitionWriter:
 
     The file is private until published: ``parquet/<dataset>/.writing-<host>-<pid>-<random>`` (a name
     no ``*.parquet`` glob matches), removed when the writer is closed unless it was published; a
-    killed process leaves it, and the next writer on this host removes it.
+    killed process leaves it, and the next writer on this host removes it. ``file_metadata`` goes
+    into the footer (``partition_file_metadata``): facts about the partition that hold with no row.
     """
 
-    def __init__(self, data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> None:
+    def __init__(
+        self, data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS,
+        file_metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.snapshot_date = snapshot_date
         self.dataset = dataset
         self._target = partition_path(data_dir, snapshot_date, dataset)
@@ -127,7 +133,8 @@ class PartitionWriter:
                 leftover.unlink(missing_ok=True)
         self._tmp = root / f"{_WRITING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         self._file = pq.ParquetWriter(
-            str(self._tmp), dataset.schema, compression=COMPRESSION, use_dictionary=list(dataset.dictionary_columns)
+            str(self._tmp), dataset.schema.with_metadata(dict(file_metadata or {})), compression=COMPRESSION,
+            use_dictionary=list(dataset.dictionary_columns),
         )
         self._written: list[pa.Table] = []
 
@@ -182,6 +189,12 @@ def partition_rows(path: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> int:
     metadata = pq.read_metadata(path)
     _check_schema(path, metadata.schema.to_arrow_schema(), dataset)
     return metadata.num_rows
+
+
+def partition_file_metadata(path: Path) -> dict[str, str]:
+    """The footer's key-value metadata given to the partition's writer (``file_metadata``)."""
+    metadata = pq.read_schema(path).metadata or {}
+    return {key.decode(): value.decode() for key, value in metadata.items()}
 
 
 def read_partition(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> pd.DataFrame | None:

@@ -1,5 +1,9 @@
 """The DuckDB warehouse analysts query, loaded from the Parquet store of record.
 
+A day's load replaces its balances and, when the day has one, loads its transactions sync, in one
+transaction (``sql/transactions/load_sync.sql``); the syncs before a day are what the next sync
+reads from the published warehouse (``previous_transaction_sync``, ``known_transactions``).
+
 Why two database files: DuckDB's file lock lets a read-only holder (an analyst's notebook) block
 any read-write open of the same file. So the pipeline writes only its private
 ``state/warehouse.writer.duckdb`` (under an exclusive ``flock``, one writer at a time), checkpoints
@@ -13,18 +17,26 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from balances_etl.domain.names import Table
 from balances_etl.domain import transactions
 from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, Column
+from balances_etl.domain.transactions import KNOWN_SCHEMA, SyncMetadata
 from balances_etl.settings import DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
-from balances_etl.storage.parquet import partition_dates, partition_path, partition_rows
+from balances_etl.storage.parquet import (
+    TRANSACTION_SYNCS,
+    partition_dates,
+    partition_file_metadata,
+    partition_path,
+    partition_rows,
+)
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 STATE_DIR = "state"
@@ -37,6 +49,7 @@ ATTACH_ALIAS = "warehouse"
 _ROW_GROUP_ROWS = 32_768
 
 _COLUMN_LIST = ", ".join(COLUMN_NAMES)
+_TRANSACTIONS_SQL = PACKAGED_SQL_DIR / "transactions"
 
 
 def _create_table(name: str, columns: Sequence[Column]) -> str:
@@ -64,19 +77,22 @@ def _differs(amount: str, text: str) -> str:
     return f"({amount} IS NOT NULL AND ({parsed} IS NULL OR {parsed} <> {amount} OR {too_long}))"
 
 
-# Rows per day and rows whose DECIMAL differs from the exact string it was parsed from.
-_VERIFY = f"""
-SELECT snapshot_date, count(*),
-       count(*) FILTER (WHERE {_differs('total_amount', 'total')})
-     + count(*) FILTER (WHERE {_differs('available_amount', 'available')})
-FROM {Table.BALANCE_SNAPSHOTS}
-WHERE list_contains(?, snapshot_date)
-GROUP BY snapshot_date
-"""
+@dataclass(frozen=True)
+class _Loaded:
+    """A table of Parquet partitions, and its (DECIMAL, exact text) column pairs."""
 
-_VERIFY_ROWS = f"""
-SELECT snapshot_date, count(*), 0 FROM {Table.BALANCE_SNAPSHOTS} WHERE list_contains(?, snapshot_date) GROUP BY snapshot_date
-"""
+    table: Table
+    amounts: tuple[tuple[str, str], ...]
+
+    def verify_query(self, exactness: bool) -> str:
+        """Rows per day and (``exactness``) rows whose DECIMAL differs from the exact string it was parsed from."""
+        inexact = " + ".join(f"count(*) FILTER (WHERE {_differs(*pair)})" for pair in self.amounts) if exactness else "0"
+        return (f"SELECT snapshot_date, count(*), {inexact} FROM {self.table} "
+                "WHERE list_contains(?, snapshot_date) GROUP BY snapshot_date")
+
+
+_BALANCES = _Loaded(Table.BALANCE_SNAPSHOTS, (("total_amount", "total"), ("available_amount", "available")))
+_OBSERVATIONS = _Loaded(Table.TRANSACTION_OBSERVATIONS, (("amount_value", "amount"), ("network_fee_value", "network_fee")))
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class LoadResult:
     published_path: Path
     publish_seconds: float
     views_applied: list[str]
+    transactions: int | None = None  # rows of the day's transactions sync loaded; None: the day has none
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,17 @@ class RebuildResult:
     published_path: Path
     publish_seconds: float
     views_applied: list[str]
+    transaction_syncs: int = 0  # sync partitions replayed, in date order
+
+
+@dataclass(frozen=True)
+class PreviousSync:
+    """The latest transactions sync before a day, as the warehouse knows it."""
+
+    snapshot_date: date
+    observed_at: datetime
+    newest_created: datetime | None  # the newest Created it saw; None when it saw none
+    earliest_pending: datetime | None  # the earliest Created still Pending after it; None when none is
 
 
 class WarehouseLoadError(RuntimeError):
@@ -112,6 +140,7 @@ class _Written:
     partitions: int
     ledger_rows: int
     views_applied: list[str]
+    transactions: int  # rows of the transactions syncs loaded
 
 
 def warehouse_path(data_dir: Path) -> Path:
@@ -157,7 +186,8 @@ def load_partition(
     lock_timeout_seconds: float = 600,
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
 ) -> LoadResult:
-    """Replace one day in the warehouse from its Parquet partition, refresh ledger and views, publish.
+    """Replace one day in the warehouse from its Parquet partition, and load the day's transactions
+    sync when one is published; refresh ledger and views, publish.
 
     All-or-nothing: any failure (bad view, row-count or exactness mismatch, kill) leaves both the
     writer database and the published warehouse as they were. Safe to re-run.
@@ -165,9 +195,11 @@ def load_partition(
     source = partition_path(data_dir, snapshot_date)
     if not source.exists():
         raise FileNotFoundError(f"no Parquet partition for {snapshot_date}: {source}")
+    synced = partition_path(data_dir, snapshot_date, TRANSACTION_SYNCS).exists()
     with _writer_lock(data_dir, lock_timeout_seconds):
         _seed_writer(data_dir)
-        written = _write(writer_path(data_dir), data_dir, sql_dir, [snapshot_date], stale_after_days)
+        written = _write(writer_path(data_dir), data_dir, sql_dir, [snapshot_date], stale_after_days,
+                         [snapshot_date] if synced else [])
         publish_seconds = _publish(data_dir)
     return LoadResult(
         snapshot_date=snapshot_date,
@@ -178,6 +210,7 @@ def load_partition(
         published_path=warehouse_path(data_dir),
         publish_seconds=publish_seconds,
         views_applied=written.views_applied,
+        transactions=written.transactions if synced else None,
     )
 
 
@@ -190,14 +223,16 @@ def rebuild_from_parquet(
 ) -> RebuildResult:
     """Recreate the writer database from every Parquet partition and publish it (disaster recovery).
 
-    The new database is built beside the old one and swapped in only once complete and verified.
+    Transactions syncs are replayed one by one in date order, as the daily loads loaded them. The new
+    database is built beside the old one and swapped in only once complete and verified.
     """
     days = partition_dates(data_dir)
     if not days:
         raise FileNotFoundError(f"no Parquet partitions under {data_dir} to rebuild from")
+    sync_days = partition_dates(data_dir, TRANSACTION_SYNCS)
     with _writer_lock(data_dir, lock_timeout_seconds):
         with _replacing_database(writer_path(data_dir)) as tmp:
-            written = _write(tmp, data_dir, sql_dir, days, stale_after_days)
+            written = _write(tmp, data_dir, sql_dir, days, stale_after_days, sync_days)
         publish_seconds = _publish(data_dir)
     return RebuildResult(
         rows=written.rows,
@@ -206,7 +241,75 @@ def rebuild_from_parquet(
         published_path=warehouse_path(data_dir),
         publish_seconds=publish_seconds,
         views_applied=written.views_applied,
+        transaction_syncs=len(sync_days),
     )
+
+
+def previous_transaction_sync(data_dir: Path, day: date) -> PreviousSync | None:
+    """The latest sync before ``day`` in the published warehouse; None without one (or a warehouse)."""
+    with _published_syncs(data_dir) as con:
+        if con is None:
+            return None
+        rows = con.execute(_transactions_query("previous_sync"), {"day": day}).fetchall()
+    return PreviousSync(*rows[0]) if rows else None
+
+
+def known_transactions(data_dir: Path, day: date, *, since: datetime | None, horizon: datetime | None) -> pa.Table:
+    """The transactions the syncs before ``day`` saw, created at or after ``since`` (None: all), with
+    their status after those syncs and whether they lie inside ``horizon`` (``KNOWN_SCHEMA``)."""
+    with _published_syncs(data_dir) as con:
+        if con is None:
+            return KNOWN_SCHEMA.empty_table()
+        known = con.sql(
+            _transactions_query("known_before"), params={"day": day, "since": since, "horizon": horizon}
+        ).to_arrow_table()
+    return known.cast(KNOWN_SCHEMA)
+
+
+def transactions_day_summary(data_dir: Path, day: date) -> dict[str, int | None]:
+    """The published warehouse's transactions tables after ``day``'s sync (``sql/transactions/day_summary.sql``)."""
+    with _published_syncs(data_dir) as con:
+        if con is None:
+            raise FileNotFoundError(f"the published warehouse holds no transactions sync (looking for {day})")
+        cursor = con.execute(_transactions_query("day_summary"), {"day": day})
+        names = [column[0] for column in cursor.description]
+        return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+@contextmanager
+def _published_syncs(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """A read-only connection to the published warehouse when it holds the syncs' tables, else None."""
+    if not warehouse_path(data_dir).exists():
+        yield None
+        return
+    con = connect_read_only(data_dir)
+    try:
+        has_syncs = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+            [ATTACH_ALIAS, Table.TRANSACTION_SYNCS.value],
+        ).fetchall() == [(1,)]
+        yield con if has_syncs else None
+    finally:
+        con.close()
+
+
+def _transactions_query(name: str) -> str:
+    return (_TRANSACTIONS_SQL / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _load_sync(con: duckdb.DuckDBPyConnection, source: Path, day: date, rows: int) -> None:
+    """Load one sync partition (``sql/transactions/load_sync.sql``) inside the caller's transaction."""
+    metadata = partition_file_metadata(source)
+    variables = {
+        "transaction_sync_file": ("VARCHAR", str(source)),
+        "transaction_sync_date": ("DATE", day),
+        "transaction_sync_observed_at": ("TIMESTAMPTZ", metadata[SyncMetadata.OBSERVED_AT]),
+        "transaction_sync_horizon": ("TIMESTAMPTZ", metadata[SyncMetadata.HORIZON] or None),
+        "transaction_sync_rows": ("INTEGER", rows),
+    }
+    for name, (sql_type, value) in variables.items():
+        con.execute(f"SET VARIABLE {name} = CAST(? AS {sql_type})", [value])
+    con.execute(_transactions_query("load_sync"))
 
 
 @contextmanager
@@ -246,11 +349,15 @@ def _publish(data_dir: Path) -> float:
 
 
 def _write(
-    database: Path, data_dir: Path, sql_dir: Path, days: Sequence[date], stale_after_days: int
+    database: Path, data_dir: Path, sql_dir: Path, days: Sequence[date], stale_after_days: int,
+    sync_days: Sequence[date],
 ) -> _Written:
-    """In one transaction replace ``days`` from Parquet, reload ledger and settings, reapply views, verify."""
+    """In one transaction replace ``days`` from Parquet, load the syncs of ``sync_days`` in date order,
+    reload ledger and settings, reapply views, verify."""
     sources = [partition_path(data_dir, day).resolve() for day in days]
     expected = {day: partition_rows(path) for day, path in zip(days, sources, strict=True)}
+    syncs = {day: partition_path(data_dir, day, TRANSACTION_SYNCS).resolve() for day in sorted(sync_days)}
+    expected_syncs = {day: partition_rows(path, TRANSACTION_SYNCS) for day, path in syncs.items()}
     views = sorted(sql_dir.glob("*.sql"))
     con = _attached(database, f"ROW_GROUP_SIZE {_ROW_GROUP_ROWS}")
     try:
@@ -267,19 +374,23 @@ def _write(
                 f"SELECT {_COLUMN_LIST} FROM read_parquet(?, hive_partitioning = false)",
                 [[str(path) for path in sources]],
             )
+            for day, path in syncs.items():
+                _load_sync(con, path, day, expected_syncs[day])
             ledger_rows = replace_ledger_table(con, data_dir / "ledger")
             _check_transaction_alive(con, "replace_ledger_table")
             write_reconciliation_settings(con, stale_after_days)
             for view in views:
                 _apply_view(con, view)
-            _verify(con, expected)
+            _verify(con, _BALANCES, expected)
+            _verify(con, _OBSERVATIONS, expected_syncs)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
         # After an error swallowed inside the transaction, COMMIT quietly rolls back: check it stuck.
         # Row counts suffice here: the values were verified exact inside the transaction.
-        _verify(con, expected, exactness=False)
+        _verify(con, _BALANCES, expected, exactness=False)
+        _verify(con, _OBSERVATIONS, expected_syncs, exactness=False)
         total_rows, partitions = con.execute(
             f"SELECT count(*), count(DISTINCT snapshot_date) FROM {Table.BALANCE_SNAPSHOTS}"
         ).fetchone()
@@ -294,6 +405,7 @@ def _write(
         partitions=partitions,
         ledger_rows=ledger_rows,
         views_applied=[view.name for view in views],
+        transactions=sum(expected_syncs.values()),
     )
 
 
@@ -327,16 +439,20 @@ def _apply_view(con: duckdb.DuckDBPyConnection, view: Path) -> None:
         raise WarehouseLoadError(f"view file {view} failed: {error}") from error
 
 
-def _verify(con: duckdb.DuckDBPyConnection, expected: dict[date, int], *, exactness: bool = True) -> None:
+def _verify(
+    con: duckdb.DuckDBPyConnection, loaded_into: _Loaded, expected: dict[date, int], *, exactness: bool = True
+) -> None:
     """Every loaded day holds exactly its Parquet row count and (``exactness``) its DECIMALs equal their exact strings."""
-    query = _VERIFY if exactness else _VERIFY_ROWS
+    if not expected:
+        return
+    query = loaded_into.verify_query(exactness)
     actual = {day: (rows, inexact) for day, rows, inexact in con.execute(query, [list(expected)]).fetchall()}
     problems = []
     for day, rows in expected.items():
         loaded, inexact = actual.get(day, (0, 0))
         if loaded != rows:
-            problems.append(f"{day}: {loaded} rows in DuckDB, {rows} in Parquet")
+            problems.append(f"{loaded_into.table} {day}: {loaded} rows in DuckDB, {rows} in Parquet")
         if inexact:
-            problems.append(f"{day}: {inexact} DECIMAL values differ from their exact text")
+            problems.append(f"{loaded_into.table} {day}: {inexact} DECIMAL values differ from their exact text")
     if problems:
         raise WarehouseLoadError("warehouse verification failed: " + "; ".join(problems))

@@ -1,7 +1,9 @@
-"""Checks judging one normalized snapshot partition, as plain functions (Dagster only wires them).
+"""Checks judging one normalized partition, as plain functions (Dagster only wires them).
 
-Every check is vectorised with pyarrow compute so it stays well under a second on a million rows;
-only the <= 20 sample rows become Python values.
+One runner for every domain: a :class:`CheckSuite` is a domain's check table (``domain.checks``), its
+row schema and how each check is judged (:class:`Spec`); the balances' suite is here, the
+transactions' in ``transforms.transactions``. Every check is vectorised with pyarrow compute so it
+stays well under a second on a million rows; only the <= 20 sample rows become Python values.
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from balances_etl.domain.amounts import amount_problem
-from balances_etl.domain.checks import ALL_CHECKS, BALANCE_PARTITION_CHECKS, CheckInfo
+from balances_etl.domain.balances import COLUMNS, KEY_COLUMNS, Column
+from balances_etl.domain.checks import BALANCE_PARTITION_CHECKS, CheckInfo
 from balances_etl.domain.names import DOCUMENTED_CURRENCIES, Check
 from balances_etl.markdown import markdown_table
-from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, KEY_COLUMNS
 from balances_etl.transforms.normalize import (
     ArrayLike,
     canonical_strings,
@@ -61,7 +64,7 @@ def _count(mask: ArrayLike) -> int:
     return pc.sum(mask).as_py() or 0
 
 
-def _as_text(table: pa.Table) -> Sample:
+def as_text(table: pa.Table) -> Sample:
     """Rows as dicts of strings; decimals written plainly (never ``1E-8``), nulls as ``null``."""
     columns = {}
     for name in table.column_names:
@@ -71,22 +74,26 @@ def _as_text(table: pa.Table) -> Sample:
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
-def _rows_verdict(table: pa.Table, mask: ArrayLike, columns: tuple[str, ...]) -> Verdict:
-    """Verdict of a per-row check: offending rows counted, the first ones shown with their position."""
+def rows_verdict(
+    table: pa.Table, mask: ArrayLike, columns: tuple[str, ...], context: tuple[str, ...] = ROW_CONTEXT
+) -> Verdict:
+    """Verdict of a per-row check: offending rows counted, the first ones shown with their ``context``
+    (where they are in the raw landing, and what they are)."""
     mask = pc.fill_null(mask, True)  # a row that cannot be judged is not a row that passed
     failing = _count(mask)
-    shown = table.filter(mask).slice(0, SAMPLE_SIZE).select(list(ROW_CONTEXT + columns))
-    return failing == 0, failing, _as_text(shown)
+    shown = table.filter(mask).slice(0, SAMPLE_SIZE).select(list(context + columns))
+    return failing == 0, failing, as_text(shown)
 
 
-def _schema(frame: pd.DataFrame) -> Verdict:
-    """Names, order and ArrowDtypes exactly as ARROW_SCHEMA; no nulls in non-nullable columns.
+def _schema(frame: pd.DataFrame, columns: tuple[Column, ...]) -> Verdict:
+    """Names, order and ArrowDtypes exactly as the domain's columns; no nulls in non-nullable columns.
 
     A structural mismatch fails every row; otherwise the rows holding a forbidden null fail.
     """
     actual = [str(name) for name in frame.columns]
+    names = [column.name for column in columns]
     problems: Sample = []
-    for position, column in enumerate(COLUMNS):
+    for position, column in enumerate(columns):
         expected = pd.ArrowDtype(column.arrow_type)
         if column.name not in actual:
             problem = "missing"
@@ -99,10 +106,10 @@ def _schema(frame: pd.DataFrame) -> Verdict:
         else:
             continue
         problems.append({"column": column.name, "problem": problem})
-    problems += [{"column": name, "problem": "unexpected column"} for name in actual if name not in COLUMN_NAMES]
+    problems += [{"column": name, "problem": "unexpected column"} for name in actual if name not in names]
     if problems:
         return False, len(frame), problems[:SAMPLE_SIZE]
-    null_counts = {c.name: int(frame[c.name].isna().sum()) for c in COLUMNS if not c.nullable}
+    null_counts = {c.name: int(frame[c.name].isna().sum()) for c in columns if not c.nullable}
     with_nulls = [name for name, count in null_counts.items() if count]
     if not with_nulls:
         return True, 0, []
@@ -112,7 +119,7 @@ def _schema(frame: pd.DataFrame) -> Verdict:
 
 def _amounts_valid(table: pa.Table, _previous: pa.Table | None) -> Verdict:
     invalid = pc.or_(invalid_amounts(table["available_raw"]), invalid_amounts(table["total_raw"]))
-    passed, failing, sample = _rows_verdict(table, invalid, ("available_raw", "total_raw"))
+    passed, failing, sample = rows_verdict(table, invalid, ("available_raw", "total_raw"))
     for row in sample:
         row["problem"] = "; ".join(
             f"{field.capitalize()}: {problem}"
@@ -122,8 +129,9 @@ def _amounts_valid(table: pa.Table, _previous: pa.Table | None) -> Verdict:
     return passed, failing, sample
 
 
-def _keys_unique(table: pa.Table, _previous: pa.Table | None) -> Verdict:
-    keys = list(KEY_COLUMNS)
+def keys_unique(key_columns: tuple[str, ...], table: pa.Table, _previous: pa.Table | None) -> Verdict:
+    """``key_columns`` unique; each duplicated key shown once, with the page/item positions holding it."""
+    keys = list(key_columns)
     counts = table.select(keys).group_by(keys).aggregate([([], "count_all")])
     duplicated = counts.filter(pc.greater(counts["count_all"], 1))
     if duplicated.num_rows == 0:
@@ -144,7 +152,7 @@ def _keys_unique(table: pa.Table, _previous: pa.Table | None) -> Verdict:
         .aggregate([("position", "list")])
         .sort_by([(k, "ascending") for k in keys])
     )
-    sample = _as_text(grouped.select(keys))
+    sample = as_text(grouped.select(keys))
     lengths = pc.list_value_length(grouped["position_list"]).to_pylist()
     positions = pc.list_slice(grouped["position_list"], 0, MAX_POSITIONS).to_pylist()
     for row, count, first in zip(sample, lengths, positions):
@@ -163,12 +171,12 @@ def _available_not_above_total(table: pa.Table, _previous: pa.Table | None) -> V
     )
     both_decimal = pc.and_(pc.is_valid(available), pc.is_valid(total))
     above = pc.if_else(both_decimal, pc.greater(available, total), text_above)
-    return _rows_verdict(table, above, ("available", "total", "pending_outflow"))
+    return rows_verdict(table, above, ("available", "total", "pending_outflow"))
 
 
-def _canonical_mismatch(table: pa.Table, field: str) -> ArrayLike:
+def canonical_mismatch(table: pa.Table, field: str, decimal_suffix: str = "_amount") -> ArrayLike:
     """Rows where raw -> canonical -> decimal does not give back exactly the same value."""
-    raw, canonical, decimal = table[f"{field}_raw"], table[field], table[f"{field}_amount"]
+    raw, canonical, decimal = table[f"{field}_raw"], table[field], table[f"{field}{decimal_suffix}"]
     decimal_differs = pc.if_else(
         pc.is_valid(decimal),
         pc.not_equal(canonical_strings(plain_decimal_strings(decimal)), canonical),
@@ -178,18 +186,21 @@ def _canonical_mismatch(table: pa.Table, field: str) -> ArrayLike:
 
 
 def _canonical_matches_decimal(table: pa.Table, _previous: pa.Table | None) -> Verdict:
-    mismatch = pc.or_kleene(_canonical_mismatch(table, "available"), _canonical_mismatch(table, "total"))
-    return _rows_verdict(table, mismatch, AMOUNT_COLUMNS)
+    mismatch = pc.or_kleene(canonical_mismatch(table, "available"), canonical_mismatch(table, "total"))
+    return rows_verdict(table, mismatch, AMOUNT_COLUMNS)
 
 
 def _amount_too_wide(table: pa.Table, _previous: pa.Table | None) -> Verdict:
     too_wide = pc.or_(pc.invert(fits_decimal(table["available"])), pc.invert(fits_decimal(table["total"])))
-    return _rows_verdict(table, too_wide, AMOUNT_FIELDS)
+    return rows_verdict(table, too_wide, AMOUNT_FIELDS)
 
 
-def _unknown_currency(table: pa.Table, _previous: pa.Table | None) -> Verdict:
+def unknown_currency(
+    shown: tuple[str, ...], context: tuple[str, ...], table: pa.Table, _previous: pa.Table | None
+) -> Verdict:
+    """Rows whose crypto_currency is not a documented code, each with its ``context`` and ``shown`` columns."""
     documented = pc.is_in(table["crypto_currency"], value_set=pa.array(DOCUMENTED_CURRENCIES, pa.string()))
-    return _rows_verdict(table, pc.invert(documented), ("asset",))
+    return rows_verdict(table, pc.invert(documented), shown, context)
 
 
 def _currency_disappeared(table: pa.Table, previous: pa.Table | None) -> Verdict:
@@ -203,7 +214,7 @@ def _currency_disappeared(table: pa.Table, previous: pa.Table | None) -> Verdict
         .sort_by([(c, "ascending") for c in pairs])
         .rename_columns([*pairs, "previous_snapshot_date", "previous_total"])
     )
-    return gone.num_rows == 0, gone.num_rows, _as_text(gone.slice(0, SAMPLE_SIZE))
+    return gone.num_rows == 0, gone.num_rows, as_text(gone.slice(0, SAMPLE_SIZE))
 
 
 def _zero_items(table: pa.Table, _previous: pa.Table | None) -> Verdict:
@@ -211,9 +222,9 @@ def _zero_items(table: pa.Table, _previous: pa.Table | None) -> Verdict:
 
 
 @dataclass(frozen=True)
-class _Spec:
-    """How one check of the table (``domain.checks``) is judged. A ``row_wise`` judge looks at each row
-    alone, so a day can be judged chunk by chunk."""
+class Spec:
+    """How one check of a suite's table is judged. A ``row_wise`` judge looks at each row alone, so a
+    day can be judged chunk by chunk; the others see the whole day and the ``previous`` table."""
 
     name: Check
     columns: tuple[str, ...]
@@ -221,68 +232,92 @@ class _Spec:
     previous_columns: tuple[str, ...] = ()
     row_wise: bool = False
 
-    @property
-    def info(self) -> CheckInfo:
-        return ALL_CHECKS[self.name]
+
+@dataclass(frozen=True)
+class CheckSuite:
+    """One domain's partition checks: its check table (``domain.checks``, schema check first), its
+    row schema, and a :class:`Spec` for every other check of the table."""
+
+    checks: tuple[CheckInfo, ...]
+    columns: tuple[Column, ...]
+    specs: tuple[Spec, ...] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        judged = [self.checks[0].name, *(spec.name for spec in self.specs)]
+        if self.checks[0].name is not Check.SCHEMA or sorted(judged) != sorted(info.name for info in self.checks):
+            raise ValueError(f"specs {judged} do not judge exactly the checks of the table, schema first")
+        order = [info.name for info in self.checks]
+        object.__setattr__(self, "specs", tuple(sorted(self.specs, key=lambda spec: order.index(spec.name))))
+
+    def info(self, name: Check) -> CheckInfo:
+        return next(info for info in self.checks if info.name == name)
 
 
-_JUDGED_SPECS = (
-    _Spec(Check.AMOUNTS_VALID, ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid, row_wise=True),
-    _Spec(Check.KEYS_UNIQUE, KEY_COLUMNS + ("page_number", "item_index"), _keys_unique),
-    _Spec(
-        Check.AVAILABLE_NOT_ABOVE_TOTAL,
-        ROW_CONTEXT + ("available", "total", "available_amount", "total_amount", "pending_outflow"),
-        _available_not_above_total, row_wise=True,
+BALANCE_CHECKS = CheckSuite(
+    BALANCE_PARTITION_CHECKS,
+    COLUMNS,
+    (
+        Spec(Check.AMOUNTS_VALID, ROW_CONTEXT + ("available_raw", "total_raw"), _amounts_valid, row_wise=True),
+        Spec(Check.KEYS_UNIQUE, KEY_COLUMNS + ("page_number", "item_index"), partial(keys_unique, KEY_COLUMNS)),
+        Spec(
+            Check.AVAILABLE_NOT_ABOVE_TOTAL,
+            ROW_CONTEXT + ("available", "total", "available_amount", "total_amount", "pending_outflow"),
+            _available_not_above_total, row_wise=True,
+        ),
+        Spec(Check.CANONICAL_MATCHES_DECIMAL, ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal, row_wise=True),
+        Spec(Check.AMOUNT_TOO_WIDE, ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide, row_wise=True),
+        Spec(Check.UNKNOWN_CURRENCY, ROW_CONTEXT + ("asset",), partial(unknown_currency, ("asset",), ROW_CONTEXT),
+             row_wise=True),
+        Spec(
+            Check.CURRENCY_DISAPPEARED, PAIR_COLUMNS, _currency_disappeared,
+            previous_columns=PAIR_COLUMNS + ("snapshot_date", "total"),
+        ),
+        Spec(Check.ZERO_ITEMS, ("snapshot_date",), _zero_items),
     ),
-    _Spec(Check.CANONICAL_MATCHES_DECIMAL, ROW_CONTEXT + AMOUNT_COLUMNS, _canonical_matches_decimal, row_wise=True),
-    _Spec(Check.AMOUNT_TOO_WIDE, ROW_CONTEXT + AMOUNT_FIELDS, _amount_too_wide, row_wise=True),
-    _Spec(Check.UNKNOWN_CURRENCY, ROW_CONTEXT + ("asset",), _unknown_currency, row_wise=True),
-    _Spec(
-        Check.CURRENCY_DISAPPEARED, PAIR_COLUMNS, _currency_disappeared,
-        previous_columns=PAIR_COLUMNS + ("snapshot_date", "total"),
-    ),
-    _Spec(Check.ZERO_ITEMS, ("snapshot_date",), _zero_items),
 )
-# In the table's order; the schema check is judged on the frame itself (``_schema``).
-_SPECS = tuple(
-    sorted(_JUDGED_SPECS, key=lambda spec: [info.name for info in BALANCE_PARTITION_CHECKS].index(spec.name))
-)
-_SCHEMA = ALL_CHECKS[Check.SCHEMA]
 
 
-def _usable_table(frame: pd.DataFrame) -> pa.Table:
+def _usable_table(frame: pd.DataFrame, columns: tuple[Column, ...]) -> pa.Table:
     """The frame's columns that have their schema name and type (once): what the checks can judge."""
     names = [str(name) for name in frame.columns]
     usable = [
-        c.name for c in COLUMNS if names.count(c.name) == 1 and frame[c.name].dtype == pd.ArrowDtype(c.arrow_type)
+        c.name for c in columns if names.count(c.name) == 1 and frame[c.name].dtype == pd.ArrowDtype(c.arrow_type)
     ]
     return pa.Table.from_pandas(frame[usable], preserve_index=False)
 
 
-def evaluate_snapshot_checks(frame: pd.DataFrame, previous_frame: pd.DataFrame | None) -> list[CheckOutcome]:
-    """Every check on one partition, in the order of ``domain.checks.BALANCE_PARTITION_CHECKS`` (blocking first).
+def evaluate_checks(
+    suite: CheckSuite, frame: pd.DataFrame, previous: pd.DataFrame | pa.Table | None
+) -> list[CheckOutcome]:
+    """Every check of ``suite`` on one partition, in the order of its table (blocking first).
 
     A check whose columns are missing or mistyped fails as "not evaluated" (the schema check says why).
     """
     # Arrow kernels release the GIL, so the judges share the cores (a third off on two cores).
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="checks") as pool:
-        checks = SnapshotChecks()
-        checks.add_rows(_usable_table(frame), pool)
-        return checks.outcomes(frame, previous_frame, pool)
+        checks = PartitionChecks(suite)
+        checks.add_rows(_usable_table(frame, suite.columns), pool)
+        return checks.outcomes(frame, previous, pool)
 
 
-class SnapshotChecks:
-    """The checks of one day: row-wise judges fed chunk by chunk as the rows are normalized, the
-    others run on the whole day in ``outcomes``. Chunks must come in row order, each once; the
-    outcomes are then exactly those of judging the whole day at once (counts add up, samples are
-    the day's first offending rows)."""
+def evaluate_snapshot_checks(frame: pd.DataFrame, previous_frame: pd.DataFrame | None) -> list[CheckOutcome]:
+    """Every balances check on one day's partition, ``previous_frame`` being the day before's."""
+    return evaluate_checks(BALANCE_CHECKS, frame, previous_frame)
 
-    def __init__(self) -> None:
+
+class PartitionChecks:
+    """The checks of one partition: row-wise judges fed chunk by chunk as the rows are normalized, the
+    others run on the whole partition in ``outcomes``. Chunks must come in row order, each once; the
+    outcomes are then exactly those of judging the whole partition at once (counts add up, samples
+    are its first offending rows)."""
+
+    def __init__(self, suite: CheckSuite) -> None:
+        self._suite = suite
         self._row_verdicts: dict[str, Verdict] = {}
 
     def add_rows(self, rows: pa.Table, pool: Executor | None = None) -> None:
-        """Judge ``rows`` (the next rows of the day) with every row-wise check that has its columns."""
-        specs = [spec for spec in _SPECS if spec.row_wise and not _missing(spec, rows, None)]
+        """Judge ``rows`` (the next rows of the partition) with every row-wise check that has its columns."""
+        specs = [spec for spec in self._suite.specs if spec.row_wise and not _missing(spec, rows, None)]
         for spec, (passed, failing, sample) in zip(specs, _judged(specs, rows, None, pool), strict=True):
             was_passed, was_failing, was_sample = self._row_verdicts.get(spec.name, (True, 0, []))
             self._row_verdicts[spec.name] = (
@@ -290,34 +325,46 @@ class SnapshotChecks:
             )
 
     def outcomes(
-        self, frame: pd.DataFrame, previous_frame: pd.DataFrame | None, pool: Executor | None = None
+        self, frame: pd.DataFrame, previous: pd.DataFrame | pa.Table | None, pool: Executor | None = None
     ) -> list[CheckOutcome]:
-        """Every check's outcome for the day whose rows were added; ``frame`` is that whole day."""
-        passed, failing, sample = _schema(frame)
-        outcomes = [CheckOutcome(_SCHEMA.name, passed, _SCHEMA.blocking, _SCHEMA.description, failing, sample)]
-        current = _usable_table(frame)
-        previous = None if previous_frame is None else _usable_table(previous_frame)
-        whole_day = [spec for spec in _SPECS if not spec.row_wise and not _missing(spec, current, previous)]
-        verdicts = dict(zip((spec.name for spec in whole_day), _judged(whole_day, current, previous, pool), strict=True))
+        """Every check's outcome for the partition whose rows were added; ``frame`` is all of it and
+        ``previous`` what the whole-partition judges compare it with (a frame is read like ``frame``)."""
+        suite = self._suite
+        schema = suite.checks[0]
+        passed, failing, sample = _schema(frame, suite.columns)
+        outcomes = [CheckOutcome(schema.name, passed, schema.blocking, schema.description, failing, sample)]
+        current = _usable_table(frame, suite.columns)
+        if isinstance(previous, pd.DataFrame):
+            previous = _usable_table(previous, suite.columns)
+        whole = [spec for spec in suite.specs if not spec.row_wise and not _missing(spec, current, previous)]
+        verdicts = dict(zip((spec.name for spec in whole), _judged(whole, current, previous, pool), strict=True))
         verdicts.update(self._row_verdicts)
-        for spec in _SPECS:
+        for spec in suite.specs:
+            info = suite.info(spec.name)
             if _missing(spec, current, previous):
                 missing = ", ".join(_missing(spec, current, previous))
-                description = f"not evaluated: column(s) missing or mistyped: {missing}. {spec.info.description}"
-                outcomes.append(CheckOutcome(spec.name, False, spec.info.blocking, description, len(frame), []))
+                description = f"not evaluated: column(s) missing or mistyped: {missing}. {info.description}"
+                outcomes.append(CheckOutcome(spec.name, False, info.blocking, description, len(frame), []))
                 continue
             passed, failing, sample = verdicts.get(spec.name, (True, 0, []))  # row-wise, no rows added: none failed
-            outcomes.append(CheckOutcome(spec.name, passed, spec.info.blocking, spec.info.description, failing, sample))
+            outcomes.append(CheckOutcome(spec.name, passed, info.blocking, info.description, failing, sample))
         return outcomes
 
 
-def _judged(specs: list[_Spec], current: pa.Table, previous: pa.Table | None, pool: Executor | None) -> list[Verdict]:
+class SnapshotChecks(PartitionChecks):
+    """The balances checks of one day (what ``DayPartitionBuilder`` feeds chunk by chunk)."""
+
+    def __init__(self) -> None:
+        super().__init__(BALANCE_CHECKS)
+
+
+def _judged(specs: list[Spec], current: pa.Table, previous: pa.Table | None, pool: Executor | None) -> list[Verdict]:
     if pool is None:
         return [spec.judge(current, previous) for spec in specs]
     return [job.result() for job in [pool.submit(spec.judge, current, previous) for spec in specs]]
 
 
-def _missing(spec: _Spec, current: pa.Table, previous: pa.Table | None) -> list[str]:
+def _missing(spec: Spec, current: pa.Table, previous: pa.Table | None) -> list[str]:
     missing = [c for c in spec.columns if c not in current.column_names]
     if previous is not None:
         missing += [f"previous {c}" for c in spec.previous_columns if c not in previous.column_names]

@@ -1,4 +1,5 @@
-"""Raw NOAH transaction items -> the sync's rows (``domain.transactions.COLUMNS``), in one vectorised pass.
+"""Raw NOAH transaction items -> the sync's rows (``domain.transactions.COLUMNS``), in one vectorised
+pass, and the checks judging them (``TRANSACTION_CHECKS``, run by the shared ``transforms.checks``).
 
 Amounts follow the balances' rules exactly (``normalize.canonicalize_amounts``); an absent Amount
 or NetworkFee stays NULL, never zero. ``Created`` is kept as sent (``created_raw``) and as a UTC
@@ -8,13 +9,35 @@ instant to the microsecond (digits past the sixth are dropped: NOAH's clock give
 from __future__ import annotations
 
 import datetime
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from balances_etl.domain.transactions import ARROW_SCHEMA, COLUMN_NAMES
+from balances_etl.domain.amounts import amount_problem
+from balances_etl.domain.checks import TRANSACTION_SYNC_CHECKS
+from balances_etl.domain.names import Check
+from balances_etl.domain.transactions import (
+    ARROW_SCHEMA,
+    COLUMN_NAMES,
+    COLUMNS,
+    KEY_COLUMNS,
+    LEGAL_TRANSITIONS,
+    STATUSES,
+)
 from balances_etl.noah.endpoints import TRANSACTIONS
-from balances_etl.transforms.normalize import broadcast, canonicalize_amounts
+from balances_etl.transforms.checks import (
+    SAMPLE_SIZE,
+    CheckSuite,
+    Spec,
+    Verdict,
+    as_text,
+    canonical_mismatch,
+    keys_unique,
+    rows_verdict,
+    unknown_currency,
+)
+from balances_etl.transforms.normalize import ArrayLike, broadcast, canonicalize_amounts, invalid_amounts
 
 # What the transactions endpoint's items are, nulls allowed where NOAH may omit a field.
 ITEMS_SCHEMA = TRANSACTIONS.items.arrow_schema
@@ -61,3 +84,93 @@ def normalize_transactions(items: pa.Table, *, snapshot_date: datetime.date, obs
         "item_index": items["item_index"],
     }
     return pa.Table.from_arrays([columns[name] for name in COLUMN_NAMES], schema=ARROW_SCHEMA)
+
+
+def created_before(items: pa.RecordBatch | pa.Table, horizon: datetime.datetime) -> bool:
+    """Whether a page lies entirely before ``horizon``: it holds items, all created earlier."""
+    if items.num_rows == 0:
+        return False
+    newest = pc.max(created_instants(items["created_raw"])).as_py()
+    return newest < horizon
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+# Shown with every offending row so people can find it in the raw landing.
+ROW_CONTEXT = ("page_number", "item_index", "transaction_id", "crypto_currency")
+AMOUNT_FIELDS = ("amount", "network_fee")
+AMOUNT_COLUMNS = tuple(f"{field}{suffix}" for field in AMOUNT_FIELDS for suffix in ("_raw", "", "_value"))
+KNOWN_COLUMNS = ("transaction_id", "created_at", "status", "inside_horizon")
+
+
+def _amount_wrong(table: pa.Table, field: str) -> ArrayLike:
+    """Present: valid, and canonical and DECIMAL exactly its value; absent: canonical and DECIMAL NULL too."""
+    raw = table[f"{field}_raw"]
+    present_wrong = pc.or_kleene(invalid_amounts(raw), canonical_mismatch(table, field, "_value"))
+    absent_wrong = pc.or_(pc.is_valid(table[field]), pc.is_valid(table[f"{field}_value"]))
+    return pc.if_else(pc.is_valid(raw), present_wrong, absent_wrong)
+
+
+def _amounts_valid(table: pa.Table, _known: pa.Table | None) -> Verdict:
+    wrong = pc.or_kleene(_amount_wrong(table, "amount"), _amount_wrong(table, "network_fee"))
+    passed, failing, sample = rows_verdict(table, wrong, AMOUNT_COLUMNS, ROW_CONTEXT)
+    for row in sample:
+        row["problem"] = "; ".join(
+            f"{field}: {amount_problem(row[f'{field}_raw']) or 'canonical or DECIMAL differs from the raw value'}"
+            for field in AMOUNT_FIELDS
+            if row[f"{field}_raw"] != "null" or row[field] != "null" or row[f"{field}_value"] != "null"
+        )
+    return passed, failing, sample
+
+
+def _status_transitions_legal(table: pa.Table, known: pa.Table | None) -> Verdict:
+    """Each known transaction's status compared with its status before the sync, by transaction_id."""
+    if known is None:
+        return True, 0, []
+    before = known.select(["transaction_id", "status"]).rename_columns(["transaction_id", "status_before"])
+    compared = (
+        table.select([*ROW_CONTEXT, "status"])
+        .join(before, "transaction_id", join_type="inner")
+        .sort_by([("page_number", "ascending"), ("item_index", "ascending")])
+    )
+    legal = [f"{status}->{status}" for status in STATUSES]
+    legal += [f"{before}->{after}" for before, afters in LEGAL_TRANSITIONS.items() for after in afters]
+    moves = pc.binary_join_element_wise(compared["status_before"], compared["status"], "->")
+    illegal = pc.invert(pc.is_in(moves, value_set=pa.array(legal, pa.string())))
+    return rows_verdict(compared, illegal, ("status_before", "status"), ROW_CONTEXT)
+
+
+def _amount_missing(table: pa.Table, _known: pa.Table | None) -> Verdict:
+    return rows_verdict(table, pc.is_null(table["amount_raw"]), ("direction", "status"), ROW_CONTEXT)
+
+
+def _known_transaction_missing(table: pa.Table, known: pa.Table | None) -> Verdict:
+    """Known transactions created inside the horizon that the sync did not list, newest first."""
+    if known is None:
+        return True, 0, []
+    gone = (
+        known.filter(known["inside_horizon"])
+        .select(["transaction_id", "created_at", "status"])
+        .join(table.select(["transaction_id"]), "transaction_id", join_type="left anti")
+        .sort_by([("created_at", "descending"), ("transaction_id", "ascending")])
+        .rename_columns(["transaction_id", "created_at", "last_known_status"])
+    )
+    return gone.num_rows == 0, gone.num_rows, as_text(gone.slice(0, SAMPLE_SIZE))
+
+
+TRANSACTION_CHECKS = CheckSuite(
+    TRANSACTION_SYNC_CHECKS,
+    COLUMNS,
+    (
+        Spec(Check.AMOUNTS_VALID, ROW_CONTEXT + AMOUNT_COLUMNS, _amounts_valid, row_wise=True),
+        Spec(Check.TRANSACTION_IDS_UNIQUE, KEY_COLUMNS + ("page_number", "item_index"),
+             partial(keys_unique, KEY_COLUMNS)),
+        Spec(Check.STATUS_TRANSITIONS_LEGAL, ROW_CONTEXT + ("status",), _status_transitions_legal,
+             previous_columns=KNOWN_COLUMNS),
+        Spec(Check.UNKNOWN_CURRENCY, ROW_CONTEXT, partial(unknown_currency, (), ROW_CONTEXT), row_wise=True),
+        Spec(Check.AMOUNT_MISSING, ROW_CONTEXT + ("amount_raw", "direction", "status"), _amount_missing,
+             row_wise=True),
+        Spec(Check.KNOWN_TRANSACTION_MISSING, ("transaction_id",), _known_transaction_missing,
+             previous_columns=KNOWN_COLUMNS),
+    ),
+)

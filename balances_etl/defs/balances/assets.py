@@ -1,6 +1,6 @@
 """The balances domain's assets: wiring only, over ``balances_etl.pipeline``.
 
-take_balances_snapshot (one op, two assets)  ->  balances/warehouse_table  ->  balances/reconciliation
+observe_noah_day (defs/observe.py)  ->  balances/warehouse_table  ->  balances/reconciliation
   balances/noah_pages: every page as received
   balances/parquet_partition: the checked, normalized day (the store of record)
 """
@@ -9,26 +9,16 @@ take_balances_snapshot (one op, two assets)  ->  balances/warehouse_table  ->  b
 from collections.abc import Iterator
 
 import dagster as dg
-from pydantic import Field
 
-from balances_etl.defs.metadata import asset_key, check_result, check_specs, column_schema, preview, stats_metadata, table_md
+from balances_etl.defs.metadata import asset_key, check_result, check_specs, column_schema, noah_asset_specs, preview, stats_metadata, table_md
 from balances_etl.defs.partitions import daily_partitions, partition_date
-from balances_etl.defs.resources import NoahApiResource, PipelineStorageResource
+from balances_etl.defs.resources import PipelineStorageResource
 from balances_etl.domain.balances import COLUMNS
 from balances_etl.domain.checks import BALANCE_PARTITION_CHECKS, RECONCILIATION_CHECKS
-from balances_etl.domain.names import BalancesAsset, Check, Op, Orchestration
-from balances_etl.noah import NoahClient
+from balances_etl.domain.names import BalancesAsset, Check, Orchestration
 from balances_etl.pipeline.reconciliation import reconcile_published_day
-from balances_etl.pipeline.snapshot import (
-    DaySnapshot,
-    Landing,
-    LandedDaySource,
-    NoahDaySource,
-    SnapshotFailed,
-    blocking_failure_message,
-    snapshot_now,
-    take_day_snapshot,
-)
+from balances_etl.pipeline.observe import sync_failure
+from balances_etl.pipeline.snapshot import DaySnapshot, Landing, blocking_failure_message
 from balances_etl.storage.warehouse import load_partition
 
 RAW_PAGES = asset_key(BalancesAsset.RAW_PAGES)
@@ -38,77 +28,31 @@ RECONCILIATION = asset_key(BalancesAsset.RECONCILIATION)
 PREVIEW_COLUMNS = ("account_type", "crypto_currency", "available", "total", "pending_outflow")
 
 
-class SnapshotRunConfig(dg.Config):
-    allow_late: bool = Field(
-        default=False,
-        description="Record a snapshot for a day that ended longer ago than the lateness allows (rows get is_late=true).",
-    )
-    simulated_now: str | None = Field(
-        default=None,
-        description="Emulator only (loopback base URL): the UTC time to treat as now, ISO 8601. The demo uses it.",
+def snapshot_specs() -> list[dg.AssetSpec]:
+    return noah_asset_specs(
+        "balances", RAW_PAGES, PARTITION, pages="Every page of GET /v1/balances",
+        partition_description="The day's balances, normalized to exact decimal strings and DECIMAL(38,18): the store of record.",
     )
 
 
-@dg.multi_asset(
-    name=Op.TAKE_BALANCES_SNAPSHOT.value,
-    specs=[
-        dg.AssetSpec(
-            RAW_PAGES,
-            description="Every page of GET /v1/balances exactly as NOAH sent it, with request metadata (no secrets).",
-            group_name="balances",
-            kinds={"json"},
-            skippable=True,
-        ),
-        dg.AssetSpec(
-            PARTITION,
-            deps=[RAW_PAGES],
-            description="The day's balances, normalized to exact decimal strings and DECIMAL(38,18): the store of record.",
-            group_name="balances",
-            kinds={"parquet"},
-            skippable=True,
-        ),
-    ],
-    check_specs=check_specs(BALANCE_PARTITION_CHECKS, BalancesAsset.PARTITION),
-    partitions_def=daily_partitions,
-    can_subset=True,
-)
-def take_balances_snapshot(
-    context: dg.AssetExecutionContext,
-    config: SnapshotRunConfig,
-    noah: NoahApiResource,
-    storage: PipelineStorageResource,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Fetch the day from NOAH (or, with only the partition selected, replay its raw landing) and publish it."""
-    settings = storage.settings()
-    day = partition_date(context)
-    build_partition = PARTITION in context.selected_asset_keys
-    try:
-        if RAW_PAGES in context.selected_asset_keys:
-            noah_config = noah.config()
-            now = snapshot_now(config.simulated_now, noah_is_loopback=noah_config.is_loopback)
-            with NoahClient(noah_config) as client:
-                source = NoahDaySource(client, day, now, lateness=settings.lateness, allow_late=config.allow_late)
-                snapshot = take_day_snapshot(source, settings.data_dir, day, run_id=context.run_id,
-                                             build_partition=build_partition)
-        else:
-            snapshot = take_day_snapshot(LandedDaySource(settings.data_dir, day), settings.data_dir, day,
-                                         run_id=context.run_id)
-    except SnapshotFailed as failure:
-        if failure.landing is not None:
-            yield _landing_result(failure.landing)
-        raise dg.Failure(description=str(failure)) from None
+SNAPSHOT_CHECK_SPECS = check_specs(BALANCE_PARTITION_CHECKS, BalancesAsset.PARTITION)
+
+
+def snapshot_results(snapshot: DaySnapshot) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The snapshot's landing and partition as materializations with their checks; a blocking
+    failure raises (nothing was published)."""
     if snapshot.landing is not None:
-        yield _landing_result(snapshot.landing)
+        yield landing_result(snapshot.landing)
     if snapshot.partition is None:
         return
     checks = [check_result(outcome, BalancesAsset.PARTITION) for outcome in snapshot.partition.outcomes]
     if snapshot.published is None:
         yield from checks
-        raise dg.Failure(description=blocking_failure_message(day, snapshot.blocking_failures))
+        raise dg.Failure(description=blocking_failure_message(snapshot.day, snapshot.blocking_failures))
     yield dg.MaterializeResult(asset_key=PARTITION, metadata=_partition_metadata(snapshot), check_results=checks)
 
 
-def _landing_result(landing: Landing) -> dg.MaterializeResult:
+def landing_result(landing: Landing) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         asset_key=RAW_PAGES,
         metadata={
@@ -144,8 +88,8 @@ def _partition_metadata(snapshot: DaySnapshot) -> dict[str, object]:
     pool=Orchestration.DUCKDB_POOL.value,
     group_name="balances",
     kinds={"duckdb"},
-    description="The day's partition loaded into DuckDB table balance_snapshots (replaced in one transaction); "
-    "views re-applied; the analysts' warehouse.duckdb republished atomically.",
+    description="The day's partition loaded into DuckDB table balance_snapshots, with the day's transactions sync "
+    "when one was published, in one transaction; views re-applied; the analysts' warehouse.duckdb republished atomically.",
 )
 def warehouse_table(context: dg.AssetExecutionContext, storage: PipelineStorageResource) -> dg.MaterializeResult:
     settings = storage.settings()
@@ -161,6 +105,7 @@ def warehouse_table(context: dg.AssetExecutionContext, storage: PipelineStorageR
             "dagster/row_count": result.rows,
             "dagster/column_schema": column_schema(COLUMNS),
             "warehouse_rows": result.total_rows,
+            "transaction_rows_loaded": result.transactions if result.transactions is not None else "no sync published",
             "warehouse_partitions": result.partitions,
             "ledger_rows": result.ledger_rows,
             "views": ", ".join(result.views_applied),
@@ -179,9 +124,14 @@ def warehouse_table(context: dg.AssetExecutionContext, storage: PipelineStorageR
     check_specs=check_specs(RECONCILIATION_CHECKS, BalancesAsset.RECONCILIATION),
     description="The day's reconciliation: open breaks per check from v_reconciliation_breaks.",
 )
-def reconciliation(context: dg.AssetExecutionContext, storage: PipelineStorageResource) -> dg.MaterializeResult:
-    summary, new_breaks = reconcile_published_day(storage.settings().data_dir, partition_date(context))
-    return dg.MaterializeResult(
+def reconciliation(
+    context: dg.AssetExecutionContext, storage: PipelineStorageResource
+) -> Iterator[dg.MaterializeResult]:
+    """The day's breaks; the day's last step, so it also fails the run when the day's transactions
+    sync failed (the balances were published and loaded regardless; the next sync catches up)."""
+    data_dir, day = storage.settings().data_dir, partition_date(context)
+    summary, new_breaks = reconcile_published_day(data_dir, day)
+    yield dg.MaterializeResult(
         metadata={
             "total_breaks": summary.total_breaks,
             **{f"breaks/{check}": count for check, count in sorted(summary.breaks_by_check.items())},
@@ -196,3 +146,6 @@ def reconciliation(context: dg.AssetExecutionContext, storage: PipelineStorageRe
             )
         ],
     )
+    failure = sync_failure(data_dir, day)
+    if failure is not None:
+        raise dg.Failure(description=f"The transactions sync failed (the balances were published): {failure}")

@@ -1,0 +1,1 @@
+"""The transactions domain: GET /v1/transactions synced day by day."""
