@@ -125,3 +125,48 @@ def test_a_private_attribute_no_longer_set_is_named(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(SqliteEventLogStorage, "__init__", without_lock)
     with pytest.raises(UnverifiedDagsterError, match=re.escape("SqliteEventLogStorage no longer sets _db_lock")):
         SqliteEventLogStorageReusingEngines(str(tmp_path / "events"))
+
+
+# --- created once; one run per day at a time ----------------------------------------------------
+
+
+def test_a_new_home_creates_its_schedule_storage_under_the_lock_too(tmp_path: Path) -> None:
+    from balances_etl.orchestration.instance_storage import LOCK_FILE_NAME, SqliteScheduleStorageCreatedOnce
+
+    home = tmp_path / "dagster_home"
+    with temporary_environment({"DAGSTER_HOME": str(home)}):
+        instance = open_instance()
+        try:
+            assert isinstance(instance.schedule_storage, SqliteScheduleStorageCreatedOnce)
+        finally:
+            instance.dispose()
+    assert (home / "schedules" / "schedules.db").exists() and (home / LOCK_FILE_NAME).exists()
+
+
+ONE_RUN_PER_DAY = [{"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+
+
+def test_the_shipped_instance_queues_runs_and_allows_one_run_per_day_at_a_time(tmp_path: Path) -> None:
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    home = tmp_path / "dagster_home"
+    with temporary_environment({"DAGSTER_HOME": str(home)}):
+        instance = open_instance()  # the shipped dagster.yaml
+        try:
+            assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+            queue = instance.get_concurrency_config().run_queue_config
+            assert queue is not None and list(queue.tag_concurrency_limits) == ONE_RUN_PER_DAY
+            assert instance.get_concurrency_config().pool_config.default_pool_limit == 1  # the duckdb pool
+
+            # What the daemon's queue decides from it: a run in progress for a day (launched by anything,
+            # `balances-etl materialize` in its own process included) holds queued runs of that day only.
+            in_progress = instance.add_run(dg.DagsterRun(job_name="daily_balances_job", run_id="a" * 36,
+                                                         status=dg.DagsterRunStatus.STARTED,
+                                                         tags={"dagster/partition": "2026-11-20"}))
+            counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [in_progress])
+            same_day = dg.DagsterRun(job_name="daily_balances_job", run_id="b" * 36, tags={"dagster/partition": "2026-11-20"})
+            other_day = dg.DagsterRun(job_name="daily_balances_job", run_id="c" * 36, tags={"dagster/partition": "2026-11-19"})
+            assert counter.is_blocked(same_day) and not counter.is_blocked(other_day)
+        finally:
+            instance.dispose()

@@ -1,4 +1,14 @@
-"""Dagster's SQLite run and event storage, reusing SQLAlchemy engines (wired in dagster_home/dagster.yaml).
+"""Dagster's SQLite run, event and schedule storage, created once and reusing SQLAlchemy engines.
+
+Wired in dagster_home/dagster.yaml; they apply to the SQLite instance only (the PostgreSQL one,
+deploy/dagster-postgres.yaml, uses dagster-postgres's own classes).
+
+Created once: Dagster creates a SQLite storage's tables and stamps its alembic revision the first
+time a process opens it, without a lock, so processes opening a new DAGSTER_HOME at the same moment
+raced ("Version table 'alembic_version' has more than one head present", "table ... already
+exists"). Each class here creates its database under ``instance_lock``, an exclusive ``flock`` on
+``$DAGSTER_HOME/.instance.lock`` (re-entrant within a process), whoever opens the instance: the
+CLI, ``dagster job execute``, the daemon, the webserver.
 
 Dagster's SQLite storages build a new SQLAlchemy engine for every connection, so every recorded
 event compiles its INSERT afresh (a daily run records about 55 events). These subclasses keep one
@@ -23,6 +33,7 @@ same files.
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import os
 import threading
@@ -79,6 +90,7 @@ try:  # private modules: a release that moves them must fail with the same messa
     from dagster._config import Field, StringSource
     from dagster._core.storage.event_log import SqliteEventLogStorage
     from dagster._core.storage.runs import SqliteRunStorage
+    from dagster._core.storage.schedules import SqliteScheduleStorage
     from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
     from dagster._serdes import ConfigurableClassData
 except ImportError as err:  # pragma: no cover - only on another Dagster
@@ -133,6 +145,52 @@ def check_private_api(instance_problems: Sequence[str] = ()) -> None:
         raise UnverifiedDagsterError(unverified_message(problems))
 
 
+LOCK_FILE_NAME = ".instance.lock"
+_locks_held: dict[str, int] = {}  # lock file -> depth, in this process
+_locks_guard = threading.RLock()  # held while a lock is: threads of one process queue too
+
+
+def lock_path(home: str | os.PathLike[str] | None = None) -> str:
+    """The instance's lock file: in ``home``, else in $DAGSTER_HOME."""
+    folder = home if home is not None else os.environ.get("DAGSTER_HOME")
+    if not folder:
+        raise RuntimeError("DAGSTER_HOME is not set: no instance to lock")
+    return os.path.join(os.path.abspath(folder), LOCK_FILE_NAME)
+
+
+@contextmanager
+def instance_lock(home: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Exclusive across processes (``flock``, released if the holder dies) and re-entrant in one.
+
+    Held while an instance's storage is created or migrated, never while a run executes.
+    """
+    path = lock_path(home)
+    with _locks_guard:
+        if path in _locks_held:  # this process holds it already (open_instance, then a storage class)
+            _locks_held[path] += 1
+            try:
+                yield
+            finally:
+                _locks_held[path] -= 1
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _locks_held[path] = 1
+            try:
+                yield
+            finally:
+                del _locks_held[path]
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _lock_home(base_dir: str) -> str:
+    """Where a storage's lock lives: $DAGSTER_HOME when set (one lock per instance), else its own folder."""
+    return os.environ.get("DAGSTER_HOME") or base_dir
+
+
 def _under_dagster_home(*parts: str) -> str:
     """Dagster's default location for a storage, when dagster.yaml gives no base_dir."""
     return os.path.join(os.path.abspath(os.environ["DAGSTER_HOME"]), *parts)
@@ -164,7 +222,9 @@ class SqliteEventLogStorageReusingEngines(SqliteEventLogStorage):
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None) -> None:
         check_private_api()
         self._engines = _Engines(ENGINES_KEPT)
-        super().__init__(base_dir or _under_dagster_home("history", "runs"), inst_data)
+        base_dir = base_dir or _under_dagster_home("history", "runs")
+        with instance_lock(_lock_home(base_dir)):  # creates the index shard when new
+            super().__init__(base_dir, inst_data)
         check_private_api(_missing_attributes(self, _EXPECTED_EVENT_LOG_ATTRIBUTES))
 
     @classmethod
@@ -205,9 +265,28 @@ class SqliteRunStorageReusingEngines(SqliteRunStorage):
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]):  # type: ignore[override]
         check_private_api()  # before from_local writes anything
-        return cls.from_local(config_value.get("base_dir") or _under_dagster_home("history"), inst_data=inst_data)
+        base_dir = config_value.get("base_dir") or _under_dagster_home("history")
+        with instance_lock(_lock_home(base_dir)):  # creates runs.db when new
+            return cls.from_local(base_dir, inst_data=inst_data)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         with self._engines.get(self._conn_string).connect() as conn, conn.begin():
             yield conn
+
+
+class SqliteScheduleStorageCreatedOnce(SqliteScheduleStorage):
+    """Dagster's ``SqliteScheduleStorage`` (``schedules/schedules.db``), created under ``instance_lock``.
+
+    Only public API (``from_config_value``, ``from_local``): no version guard needed.
+    """
+
+    @classmethod
+    def config_type(cls) -> Mapping[str, Field]:
+        return _OPTIONAL_BASE_DIR
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]):  # type: ignore[override]
+        base_dir = config_value.get("base_dir") or _under_dagster_home("schedules")
+        with instance_lock(_lock_home(base_dir)):
+            return cls.from_local(base_dir, inst_data=inst_data)

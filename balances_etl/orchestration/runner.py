@@ -6,20 +6,40 @@ exactly the job the schedule runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-import shutil
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import yaml
 
 from balances_etl.domain.names import Op, Orchestration
+from balances_etl.orchestration.instance_storage import instance_lock
 from balances_etl.orchestration.processes import process_alive, this_host
-from balances_etl.settings import DAGSTER_YAML_TEMPLATE, dagster_home
+from balances_etl.settings import DAGSTER_YAML_TEMPLATE, SettingsError, dagster_home
 
 
 HOST_TAG = "balances_etl/host"
 PID_TAG = "balances_etl/pid"
+
+# Set: a new DAGSTER_HOME gets the PostgreSQL dagster.yaml (deploy/dagster-postgres.yaml), which reads
+# the URL from this variable whenever the instance opens; unset: the SQLite one. Never logged.
+POSTGRES_URL_VARIABLE = "BALANCES_ETL_DAGSTER_POSTGRES_URL"
+# SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg (3) driver, which is not installed:
+# dagster-postgres brings psycopg2, so the URL names it.
+_POSTGRES_URL = re.compile(r"postgresql\+psycopg2://\S+")
+_SQLITE_STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
+_POSTGRES_YAML_HEADER = f"""\
+# Dagster instance for balances-etl on PostgreSQL, written by balances-etl because
+# {POSTGRES_URL_VARIABLE} was set when this home was new (the same as deploy/dagster-postgres.yaml).
+# The URL, password included, is read from that variable whenever the instance opens: never stored here.
+"""
 
 
 @dataclass(frozen=True)
@@ -45,18 +65,124 @@ class NotAPartitionError(ValueError):
     """The requested day is not (yet) a daily partition."""
 
 
+def postgres_instance_config() -> dict[str, Any]:
+    """The shipped dagster.yaml with its SQLite storages replaced by ``storage: postgres:``, the URL from the environment."""
+    config = yaml.safe_load(DAGSTER_YAML_TEMPLATE.read_text())
+    rest = {key: value for key, value in config.items() if key not in _SQLITE_STORAGE_SECTIONS and key != "telemetry"}
+    return {
+        "telemetry": config.get("telemetry", {"enabled": False}),
+        "storage": {"postgres": {"postgres_url": {"env": POSTGRES_URL_VARIABLE}}},
+        **rest,
+    }
+
+
+def postgres_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """$BALANCES_ETL_DAGSTER_POSTGRES_URL, checked (an error never shows the value: it holds the password)."""
+    text = (os.environ if environ is None else environ).get(POSTGRES_URL_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not _POSTGRES_URL.fullmatch(text):
+        raise SettingsError(
+            f"{POSTGRES_URL_VARIABLE} must be a URL as postgresql+psycopg2://user:password@host:port/database "
+            "(value not shown; the driver must be named: psycopg2 is the one installed)",
+            variable=POSTGRES_URL_VARIABLE,
+        )
+    return text
+
+
+def uses_postgres(config: Mapping[str, Any]) -> bool:
+    storage = config.get("storage")
+    return isinstance(storage, Mapping) and "postgres" in storage
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see no file or the whole file, never a part (another process may open the home meanwhile)."""
+    handle, temporary = tempfile.mkstemp(prefix=".dagster.yaml.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o644)  # as a copied file would be: it holds no secret
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def prepare_home(home: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """Give a new home its dagster.yaml (SQLite, or PostgreSQL when the URL variable is set); check an old one.
+
+    Call under ``instance_lock(home)``. An existing dagster.yaml is never rewritten (a deployment may
+    have edited it); one that disagrees with the variable is refused with what to do.
+    """
+    url = postgres_url(environ)
+    config_path = home / "dagster.yaml"
+    if not config_path.exists():
+        if url is None:
+            _write_atomically(config_path, DAGSTER_YAML_TEMPLATE.read_bytes())
+        else:
+            text = _POSTGRES_YAML_HEADER + yaml.safe_dump(postgres_instance_config(), sort_keys=False)
+            _write_atomically(config_path, text.encode())
+        return config_path
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError:
+        return config_path  # Dagster's own error names the file and the line
+    if not isinstance(config, Mapping):
+        return config_path
+    if url is not None and not uses_postgres(config):
+        raise SettingsError(
+            f"{POSTGRES_URL_VARIABLE} is set, but {config_path} keeps the Dagster instance in SQLite: replace that file "
+            f"with deploy/dagster-postgres.yaml (or remove it: the next run writes it), or unset {POSTGRES_URL_VARIABLE}",
+            variable=POSTGRES_URL_VARIABLE,
+        )
+    if url is None and uses_postgres(config) and POSTGRES_URL_VARIABLE in yaml.safe_dump(config):
+        raise SettingsError(
+            f"{config_path} keeps the Dagster instance in PostgreSQL at {POSTGRES_URL_VARIABLE}, which is not set",
+            variable=POSTGRES_URL_VARIABLE,
+        )
+    return config_path
+
+
+@contextlib.contextmanager
+def _postgres_schema_lock(url: str | None) -> Iterator[None]:
+    """A PostgreSQL advisory lock while the instance creates or checks its tables (processes on other hosts)."""
+    if url is None:
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext('balances_etl.dagster_instance'))"))
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext('balances_etl.dagster_instance'))"))
+    finally:
+        engine.dispose()
+
+
 def open_instance() -> dg.DagsterInstance:
     """The persistent instance at $DAGSTER_HOME (default ./dagster_home), so runs show in the UI.
 
-    A new home gets the project's dagster.yaml (DuckDB pool, telemetry off).
+    A new home gets the project's dagster.yaml (DuckDB pool, one run per day, telemetry off): the
+    SQLite one, or the PostgreSQL one when BALANCES_ETL_DAGSTER_POSTGRES_URL is set. The storage is
+    created (and a new database's schema stamped) once, under an exclusive lock on
+    $DAGSTER_HOME/.instance.lock (and, on PostgreSQL, an advisory lock in the database), so runs
+    starting together on a new home do not race to create it.
     """
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        shutil.copyfile(DAGSTER_YAML_TEMPLATE, config)
     os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    with instance_lock(home):
+        prepare_home(home)
+        config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+        url = postgres_url() if isinstance(config, Mapping) and uses_postgres(config) else None
+        with _postgres_schema_lock(url):
+            return dg.DagsterInstance.get()  # creates every storage that is new
 
 
 def run_daily_job(
