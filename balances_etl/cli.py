@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +22,15 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date as YYYY-MM-DD") from None
+
+
+DEV_PORT = 3000  # dagster-webserver's own default
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--days", type=int, default=7, help="how many of the last days to show (default 7)")
     status.add_argument("--json", action="store_true", help="print JSON instead of lines")
 
-    commands.add_parser("dev", help="Start the emulator and `dg dev` (Dagster's UI and daemon) wired to it.")
+    dev_command = commands.add_parser(
+        "dev", help="Start the emulator and `dg dev` (Dagster's UI and daemon) wired to it; "
+        "SIGINT, SIGTERM or SIGHUP stops them all.")
+    dev_command.add_argument("--port", type=_port, default=DEV_PORT,
+                             help=f"port of the Dagster UI on 127.0.0.1 (default {DEV_PORT})")
     commands.add_parser("sandbox", help="Run the NOAH sandbox emulator in the foreground.", add_help=False)
     return parser
 
@@ -72,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             from balances_etl.selftest import main as selftest_main
 
             return selftest_main(core_only=args.core, only=args.only, report=args.report, keep=args.keep)
-        return dev()
+        return dev(port=args.port)
     except SettingsError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -127,42 +139,50 @@ def status(days: int, *, as_json: bool) -> int:
     return int(report.health)
 
 
-def dev() -> int:
-    """The emulator in this process, `dg dev` as a child pointed at it.
+def dev(port: int = DEV_PORT) -> int:
+    """The emulator in this process, `dg dev` as a child pointed at it, the UI on 127.0.0.1:``port``.
 
     `dg dev` runs from the project root it finds above the package (the checkout's pyproject.toml, or
     the copy the wheel ships inside the package), so the folders are passed as absolute paths: they
     stay relative to where `balances-etl dev` was started.
+
+    `dg dev` runs in its own process group (see ``ChildSupervisor``): SIGINT (Ctrl-C), SIGTERM
+    (systemd, docker stop, kill) and SIGHUP (a closed terminal) all stop it and every process it
+    started (webserver, daemon, code server), within 30 s or by SIGKILL, before this command exits
+    with 128 + the signal's number; the emulator and the temporary signing key go with it.
     """
     from balances_etl.emulator import NoahSandbox, generate_signing_keypair
+    from balances_etl.orchestration.processes import ChildSupervisor
     from balances_etl.settings import PACKAGE_DIR
 
     settings = PipelineSettings.from_env()
-    private_pem, public_pem = generate_signing_keypair(curve="P-384")
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="balances-etl-dev-") as keys, NoahSandbox(public_key_pem=public_pem) as sandbox:
-        key_path = Path(keys) / "noah-signing-key.pem"
-        key_path.write_bytes(private_pem)
-        key_path.chmod(0o600)
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "BALANCES_ETL_DATA_DIR": str(settings.data_dir),
-            "BALANCES_ETL_SQL_DIR": str(settings.sql_dir),
-            "NOAH_BASE_URL": sandbox.base_url,
-            "NOAH_API_KEY": sandbox.api_key,
-            "NOAH_SIGNING_KEY_PATH": str(key_path),
-        }
-        env.pop("NOAH_SIGNING_KEY", None)
-        if sys.prefix != sys.base_prefix:  # dg expects the virtual environment it runs from to be active
-            env |= {"VIRTUAL_ENV": sys.prefix, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
-        print(f"NOAH emulator at {sandbox.base_url}; starting dg dev (Ctrl-C to stop)")
-        command = [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "--target-path", str(PACKAGE_DIR)]
-        try:
-            return subprocess.call(command, env=env)
-        except KeyboardInterrupt:
-            return 0
+    # The handlers go in first: a stop request at any moment from here on leaves nothing behind.
+    with ChildSupervisor() as supervisor:
+        private_pem, public_pem = generate_signing_keypair(curve="P-384")
+        with tempfile.TemporaryDirectory(prefix="balances-etl-dev-") as keys, \
+                NoahSandbox(public_key_pem=public_pem) as sandbox:
+            key_path = Path(keys) / "noah-signing-key.pem"
+            key_path.write_bytes(private_pem)
+            key_path.chmod(0o600)
+            env = {
+                **os.environ,
+                "DAGSTER_HOME": str(home),
+                "BALANCES_ETL_DATA_DIR": str(settings.data_dir),
+                "BALANCES_ETL_SQL_DIR": str(settings.sql_dir),
+                "NOAH_BASE_URL": sandbox.base_url,
+                "NOAH_API_KEY": sandbox.api_key,
+                "NOAH_SIGNING_KEY_PATH": str(key_path),
+            }
+            env.pop("NOAH_SIGNING_KEY", None)
+            if sys.prefix != sys.base_prefix:  # dg expects the virtual environment it runs from to be active
+                env |= {"VIRTUAL_ENV": sys.prefix, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+            print(f"NOAH emulator at {sandbox.base_url}; starting dg dev on http://127.0.0.1:{port} (Ctrl-C to stop)",
+                  flush=True)
+            command = [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "--target-path", str(PACKAGE_DIR),
+                       "--host", "127.0.0.1", "--port", str(port)]
+            return supervisor.run(command, env=env)
 
 
 def entry_point() -> NoReturn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 
 MAX_ROWS = 20
 
@@ -34,3 +35,21 @@ def _cell(value: object) -> str:
         value = format(value.normalize(), "f")
     text = "" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "\\n").replace("\r", "\\r")
+
+
+SEASON_MARKER = "<!-- season -->"  # docs/reliability.md: the season simulation's section starts here
+
+
+def write_section(path: Path, marker: str, section: str) -> None:
+    """Write ``section`` after ``marker`` in the document at ``path``, replacing whatever followed the
+    marker and keeping what precedes it: two generators (the selftest and the season simulation)
+    share one document without erasing each other's part."""
+    kept = path.read_text().split(marker, 1)[0].rstrip() + "\n\n" if path.exists() else ""
+    path.write_text(f"{kept}{marker}\n{section.strip()}\n")
+
+
+def section_after(document: str, marker: str) -> str:
+    """The marker and what follows it in ``document`` (empty when the marker is absent): what a
+    generator rewriting the part before the marker must keep."""
+    head, found, tail = document.partition(marker)
+    return f"{found}{tail}" if found else ""

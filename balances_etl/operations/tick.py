@@ -46,3 +46,16 @@ def tick(
     alerts = alert_events(now, reports, policy, ledger.alerted_days(), backoff)
     delivered = send_alerts(alerts, ledger, sender, now)
     return TickResult(reports, catchup_decisions(now, reports, policy, backoff), delivered)
+
+
+def scheduled_days(after: dt.datetime, until: dt.datetime, policy: Policy) -> list[dt.date]:
+    """The days ``daily_balances_schedule`` launches in ``(after, until]``, oldest first: at
+    ``policy.schedule_time`` each day, the day that just ended (none before ``policy.start_date``).
+    What the Dagster schedule does, for a simulation that drives ``tick`` on its own clock."""
+    days = []
+    day = after.date() - dt.timedelta(days=1)
+    while policy.scheduled_at(day) <= until:
+        if policy.scheduled_at(day) > after and day >= policy.start_date:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
