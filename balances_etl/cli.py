@@ -155,9 +155,13 @@ def dev(port: int = DEV_PORT) -> int:
     from balances_etl.orchestration.processes import ChildSupervisor
     from balances_etl.settings import PACKAGE_DIR
 
+    from balances_etl.orchestration.runner import open_instance
+
     settings = PipelineSettings.from_env()
     home = dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
+    # A new home gets the project's dagster.yaml (pool, one run per day) and its storage once, under
+    # the instance lock, before the webserver, daemon and code server all open it at the same moment.
+    open_instance().dispose()
     # The handlers go in first: a stop request at any moment from here on leaves nothing behind.
     with ChildSupervisor() as supervisor:
         private_pem, public_pem = generate_signing_keypair(curve="P-384")

@@ -52,7 +52,7 @@ class Status:
 
 
 def collect_status(settings: PipelineSettings, home: Path, days: int, now: dt.datetime) -> Status:
-    """Read the Parquet store and the Dagster instance at ``home`` (never creating one) and judge the last ``days`` days."""
+    """Read the Parquet store and the Dagster instance at ``home`` (never creating a home) and judge the last ``days`` days."""
     from balances_etl.operations import history
 
     policy = Policy.from_settings(settings)
@@ -62,9 +62,9 @@ def collect_status(settings: PipelineSettings, home: Path, days: int, now: dt.da
         note = f"no Dagster instance at {home} (DAGSTER_HOME): run history unknown"
     else:
         os.environ["DAGSTER_HOME"] = str(home)
-        import dagster as dg
+        from balances_etl.orchestration.runner import open_instance
 
-        instance = dg.DagsterInstance.get()
+        instance = open_instance()  # under the instance lock: a run may be creating the storage right now
         try:
             runs = history.attempts(instance, wanted)
         finally:
