@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--days", type=int, default=7, help="how many of the last days to show (default 7)")
     status.add_argument("--json", action="store_true", help="print JSON instead of lines")
 
+    rebuild = commands.add_parser(
+        "rebuild", help="Rebuild warehouse.duckdb from the Parquet store (or first the store from the raw landings).")
+    rebuild.add_argument("--from-raw", action="store_true",
+                         help="first rebuild the Parquet partitions from the raw landings (normalisation and blocking checks replayed)")
+    rebuild.add_argument("--start", type=_date, help="with --from-raw: the first day replayed (default: the first landed)")
+    rebuild.add_argument("--end", type=_date, help="with --from-raw: the last day replayed (default: the last landed)")
+
     dev_command = commands.add_parser(
         "dev", help="Start the emulator and `dg dev` (Dagster's UI and daemon) wired to it; "
         "SIGINT, SIGTERM or SIGHUP stops them all.")
@@ -80,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo(args.days)
         if args.command == "status":
             return status(args.days, as_json=args.json)
+        if args.command == "rebuild":
+            return rebuild(from_raw=args.from_raw, start=args.start, end=args.end)
         if args.command == "selftest":
             from balances_etl.selftest import main as selftest_main
 
@@ -123,6 +132,30 @@ def demo(days: int) -> int:
 
     result = run_demo(days)
     return 0 if result.succeeded else EXIT_FAILED
+
+
+def rebuild(*, from_raw: bool, start: dt.date | None, end: dt.date | None) -> int:
+    """One process, no Dagster run per day: the warehouse is a cache of the store of record."""
+    from tqdm import tqdm
+
+    from balances_etl.pipeline.rebuild import RebuildError, rebuild as rebuild_warehouse
+
+    with tqdm(desc="days replayed from raw", unit="day", disable=not from_raw) as bar:
+        try:
+            done = rebuild_warehouse(PipelineSettings.from_env(), from_raw=from_raw, start=start, end=end,
+                                     on_day=lambda day: bar.update(1) or bar.set_postfix_str(day.isoformat()))
+        except ValueError as err:  # the options, before anything is touched
+            print(str(err), file=sys.stderr)
+            return EXIT_CONFIG
+        except (RebuildError, FileNotFoundError) as err:
+            print(f"rebuild failed, the warehouse is as it was: {err}", file=sys.stderr)
+            return EXIT_FAILED
+    built = done.warehouse
+    replayed = (f"replayed from raw landings: {len(done.replayed_days)} balances days, "
+                f"{len(done.replayed_syncs)} transactions syncs; " if from_raw else "")
+    print(f"{replayed}{built.published_path}: {built.rows:,} balance rows from {built.partitions:,} partitions, "
+          f"{built.transaction_syncs:,} transactions syncs, in {done.seconds:.1f} s")
+    return 0
 
 
 def status(days: int, *, as_json: bool) -> int:
