@@ -2,7 +2,8 @@
 
 The package is installed non-editable into a fresh virtual environment (no system site-packages),
 then used from directories that hold nothing of the checkout: the demo must build a warehouse with
-every view, and `dg check defs` must load the installed code location. Both only work if the wheel
+every view, `dg check defs` must load the installed code location, and the image's command
+(deploy/Dockerfile: `dagster api grpc` on the module) must serve it and pass the health check. Both only work if the wheel
 carries what the package reads at run time (sql/, dagster.yaml, and the pyproject.toml whose
 [tool.dg] table `dg.load_from_defs_folder` looks for above balances_etl/).
 
@@ -13,13 +14,16 @@ One test, so that `pytest -n 2` builds the environment once. About a minute with
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
 
 from balances_etl.domain.names import View
+from tests.test_deploy import image_command
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables of this test process that would point the installed package back at the checkout.
@@ -32,6 +36,12 @@ directory_type = "project"
 root_module = "balances_etl"
 code_location_name = "balances_etl"
 """
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _run(command: list[str | Path], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
@@ -77,3 +87,22 @@ def test_pip_install_gives_a_package_that_runs_outside_the_checkout(tmp_path: Pa
     (project / "balances_etl").symlink_to(package, target_is_directory=True)
     checked = _run([bin_dir / "dg", "check", "defs"], cwd=project, env=env, timeout=300)
     assert "All definitions loaded successfully" in checked
+
+    # The image's command (deploy/Dockerfile) serves the code location from the installed package, on
+    # loopback here, as the Helm chart's user deployment runs it; its health check is the chart's probe.
+    port = _free_port()
+    command = [bin_dir / image_command()[0], *image_command()[1:]]
+    command[command.index("--host") + 1], command[command.index("--port") + 1] = "127.0.0.1", str(port)
+    server = subprocess.Popen(command, cwd=empty, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            probe = subprocess.run([bin_dir / "dagster", "api", "grpc-health-check", "-p", str(port)],
+                                   cwd=empty, env=env, capture_output=True, text=True, timeout=60)
+            if probe.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
+                break
+            time.sleep(1)
+        assert probe.returncode == 0, f"{probe.stdout}{probe.stderr}"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
