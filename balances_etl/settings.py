@@ -105,6 +105,15 @@ def _text(text: str) -> str:
     return text
 
 
+def _store_url(text: str) -> str:
+    """s3://bucket[/prefix] or a local path; credentials belong in the AWS variables, never in the URL."""
+    if "://" not in text:
+        return text
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^@\s]*)?", text):
+        raise InvalidValue("must be a local path or s3://bucket/prefix (value not shown)")
+    return text
+
+
 def _addresses(text: str) -> tuple[str, ...]:
     addresses = tuple(part.strip() for part in text.split(",") if part.strip())
     if not all(re.fullmatch(r"[^@\s,]+@[^@\s,]+", address) for address in addresses):
@@ -115,6 +124,11 @@ def _addresses(text: str) -> tuple[str, ...]:
 # The configuration table: each default and meaning is written here only.
 DATA_DIR = Variable("BALANCES_ETL_DATA_DIR", "./data",
                     "Where raw pages, Parquet partitions, the ledger and the warehouse live.", _path)
+STORE_URL = Variable("BALANCES_ETL_STORE_URL", None,
+                     "Where raw landings and Parquet partitions are kept: unset, under BALANCES_ETL_DATA_DIR; a local "
+                     "path; or s3://bucket/prefix on any S3-compatible service, with AWS_ACCESS_KEY_ID, "
+                     "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION and AWS_ENDPOINT_URL (see Object storage).",
+                     _store_url)
 SQL_DIR = Variable("BALANCES_ETL_SQL_DIR", str(PACKAGED_SQL_DIR),
                    "Folder of view files applied after every load.", _path, shown_default="(the sql/ shipped with the package)")
 START_DATE = Variable("BALANCES_ETL_START_DATE", "2025-01-01", "First daily partition (UTC).", _date)
@@ -155,7 +169,7 @@ ALERT_SMTP_FROM = Variable("BALANCES_ETL_ALERT_SMTP_FROM", None,
                            "Sender address of alert e-mails (required with an SMTP host).", _text)
 ALERT_SMTP_TO = Variable("BALANCES_ETL_ALERT_SMTP_TO", None,
                          "Recipients of alert e-mails, separated by commas (required with an SMTP host).", _addresses)
-_VARIABLES = (DATA_DIR, SQL_DIR, START_DATE, LATENESS_HOURS, SCHEDULE_TIME, STALE_AFTER_DAYS, LOCK_TIMEOUT_SECONDS,
+_VARIABLES = (DATA_DIR, STORE_URL, SQL_DIR, START_DATE, LATENESS_HOURS, SCHEDULE_TIME, STALE_AFTER_DAYS, LOCK_TIMEOUT_SECONDS,
               DAGSTER_HOME, FRESHNESS_DEADLINE, CATCHUP_EVERY_MINUTES, TRANSACTIONS_OVERLAP_DAYS, ALERT_WEBHOOK_URL, ALERT_SMTP_HOST,
               ALERT_SMTP_PORT, ALERT_SMTP_STARTTLS, ALERT_SMTP_USER, ALERT_SMTP_PASSWORD, ALERT_SMTP_FROM, ALERT_SMTP_TO)
 # The storage layer's keyword default (balances_etl.storage.warehouse imports it).

@@ -379,6 +379,7 @@ def bench_history(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: R
 
 QUERIES = {
     "v_reconciliation_summary (all days)": "SELECT * FROM v_reconciliation_summary",
+    "v_balance_rollforward (all windows, to Arrow)": "SELECT * FROM v_balance_rollforward",
     "v_balance_changes (all rows, to Arrow)": "SELECT * FROM v_balance_changes",
     "v_balance_changes (latest day)":
         "SELECT * FROM v_balance_changes WHERE snapshot_date = (SELECT max(snapshot_date) FROM balance_snapshots)",
@@ -414,6 +415,16 @@ def bench_queries(sizes: Sizes, data_dir: Path, days: int, report: Report) -> No
         )
 
 
+def _snapshot_days(data_dir: Path) -> int:
+    from balances_etl.storage.warehouse import connect_read_only
+
+    con = connect_read_only(data_dir)
+    try:
+        return con.execute("SELECT count(DISTINCT snapshot_date) FROM balance_snapshots").fetchone()[0]
+    finally:
+        con.close()
+
+
 # Output ----------------------------------------------------------------------------------------
 
 
@@ -444,10 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also write a pyinstrument profile of one large daily run")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary working directory")
+    parser.add_argument("--queries-over", type=Path, metavar="DATA_DIR",
+                        help="time only the reconciliation queries over this data directory's warehouse "
+                             "(e.g. a history kept with --keep), without building one")
     args = parser.parse_args(argv)
     start_spawner()  # first, while this process is small: see benchmarks/spawner.py
     sizes = QUICK if args.quick else FULL
-    sections = args.only or list(SECTIONS)
+    sections = [] if args.queries_over else args.only or list(SECTIONS)
     with_dlt = not args.no_dlt
     if with_dlt and "daily" in sections:
         try:
@@ -471,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_daily(sizes, root, keys, report, with_dlt, args.profile)
         if "history" in sections or "reconciliation" in sections:
             bench_history(sizes, root, keys, report, with_queries="reconciliation" in sections)
+        if args.queries_over:
+            bench_queries(sizes, args.queries_over, _snapshot_days(args.queries_over), report)
     finally:
         stop_spawner()
         if args.keep:
@@ -479,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     total = time.perf_counter() - started
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "") + (
-        f" --only {' '.join(args.only)}" if args.only else "") + (" --no-dlt" if args.no_dlt else "")
+        f" --only {' '.join(args.only)}" if args.only else "") + (" --no-dlt" if args.no_dlt else "") + (
+        f" --queries-over {args.queries_over}" if args.queries_over else "")
     document = {
         "command": command,
         "started_at": started_at.isoformat(timespec="seconds"),

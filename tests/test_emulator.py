@@ -634,6 +634,11 @@ def test_the_control_surface_drives_the_sandbox_over_http(sandbox: NoahSandbox, 
     for bad in ({"kind": "NOPE"}, {"kind": "STATUS", "colour": "red"}):
         error_of(requests.post(f"{control}/faults", json=bad, timeout=5), 400, "InvalidMessage")
     error_of(requests.post(f"{control}/config", data=b"{", timeout=5), 400, "InvalidMessage")
+    dormant = requests.post(f"{control}/config", json={"dormant_since": "2026-01-01", "dormant_settles": "2026-01-05",
+                                                       "transaction_items": [{"ID": "t-1"}]}, timeout=5).json()
+    assert (dormant["dormant_since"], dormant["dormant_settles"], dormant["transaction_items"]) == (
+        "2026-01-01", "2026-01-05", [{"ID": "t-1"}])
+    error_of(requests.post(f"{control}/config", json={"dormant_settles": "2025-12-31"}, timeout=5), 400, "InvalidMessage")
 
 
 def test_accepted_sockets_have_tcp_nodelay(unsigned_sandbox: NoahSandbox, unsigned_client: Client) -> None:

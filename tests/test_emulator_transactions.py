@@ -12,6 +12,7 @@ from test_emulator import schema
 from test_snapshot import client_for
 
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox
+from balances_etl.emulator.dataset import Dormancy
 from balances_etl.noah import BALANCES, TRANSACTIONS
 from balances_etl.noah.endpoints import Endpoint
 
@@ -67,11 +68,30 @@ def _outflow(transaction: dict) -> Decimal:
 
 def test_the_ledger_explains_every_change_and_pending_outflow_except_an_injected_movement(sandbox, p384_keypair):
     sandbox.inject_movement("BTC_TEST", "-0.00000123", START + dt.timedelta(days=12))
-    previous_balances, previous = _observe(sandbox, p384_keypair[0], START)
+    unexplained, last = _roll_forward(sandbox, p384_keypair[0])
+    assert unexplained == [(START + dt.timedelta(days=12), "BTC_TEST", Decimal("-0.00000123"))]
+    assert {t["Status"] for t in last.values()} == {"Pending", "Settled", "Failed"}
+
+
+def test_the_dormant_reserves_old_pending_outflow_settles_when_configured_and_stays_explained(sandbox, p384_keypair):
+    settles = START + dt.timedelta(days=5)
+    sandbox.configure(seed=4, dormancy=Dormancy(since=START - dt.timedelta(days=40), settles=settles))  # seed 4: it has one
+    unexplained, last = _roll_forward(sandbox, p384_keypair[0])
+    assert unexplained == []
+    dormant = [t for t in last.values() if t["Created"].startswith(str(START - dt.timedelta(days=40)))]
+    assert [t["Status"] for t in dormant] == ["Settled"]
+    _, before = _observe(sandbox, p384_keypair[0], settles - dt.timedelta(days=1))
+    assert before[dormant[0]["ID"]]["Status"] == "Pending"
+
+
+def _roll_forward(sandbox: NoahSandbox, private_pem: bytes) -> tuple[list[tuple], dict]:
+    """Every (day, code, difference) the newly settled transactions leave unexplained over DAYS days
+    (pending outflows must match Total - Available exactly), and the last day's transactions."""
+    previous_balances, previous = _observe(sandbox, private_pem, START)
     unexplained = []
     for offset in range(1, DAYS):
         day = START + dt.timedelta(days=offset)
-        balances, transactions = _observe(sandbox, p384_keypair[0], day)
+        balances, transactions = _observe(sandbox, private_pem, day)
         for code, balance in balances.items():
             pending = sum((_outflow(t) for t in transactions.values()
                            if t["CryptoCurrency"] == code and t["Status"] == "Pending" and t["Direction"] == "Out"),
@@ -87,9 +107,7 @@ def test_the_ledger_explains_every_change_and_pending_outflow_except_an_injected
             if difference:
                 unexplained.append((day, code, difference))
         previous_balances, previous = balances, transactions
-    assert unexplained == [(START + dt.timedelta(days=12), "BTC_TEST", Decimal("-0.00000123"))]
-    statuses = {t["Status"] for t in previous.values()}
-    assert statuses == {"Pending", "Settled", "Failed"}
+    return unexplained, previous
 
 
 def test_a_transactions_fault_strikes_only_transactions(sandbox, p384_keypair):

@@ -8,8 +8,10 @@ day was loaded, and ``run_scenario`` judges it: recovered with exactly the rows 
 failed cleanly (error naming the cause, nothing published for the day, a re-run after the fault
 clears recovers it); every other day untouched; no secret anywhere the pipeline wrote.
 
-The ``core`` scenarios (one per fault family, first/middle/last page rotating) run in the default
-suite; the rest are marked slow.
+Every fault that can strike a list endpoint strikes ``/v1/balances`` and ``/v1/transactions``; a
+faulted transactions sync must leave the day's balances published exactly. The ``core`` scenarios
+(one per fault family of the balances, first/middle/last page rotating, and one per family of the
+transactions) run in the default suite; the rest are marked slow.
 """
 
 from __future__ import annotations
@@ -76,17 +78,42 @@ def test_fault_end_to_end(matrix: tuple[Pipeline, selftest.SecretScanner], scena
         served = scenario.serves(held) if scenario.serves else held
     if scenario.attempts is not None:
         assert result.attempts == scenario.attempts
-    # What an analyst sees, queried independently of the judge: exactly what NOAH served.
+    # What an analyst sees, queried independently of the judge: exactly what NOAH served, of both
+    # endpoints (a faulted transactions sync never costs the balances).
     rows = day_rows(pipeline, day)
     assert len(rows) == len(served) and set(rows) == served_rows(served)
+    assert transaction_rows(pipeline, day) == sorted(
+        (t["ID"], t["Status"], t.get("Amount")) for t in pipeline.sandbox.config.transaction_items
+    )
     # An earlier day is still there, unchanged in count.
     assert len(day_rows(pipeline, anchor_day())) == selftest.ITEM_COUNT
+
+
+def transaction_rows(pipeline: Pipeline, day: dt.date) -> list[tuple[object, ...]]:
+    from balances_etl.storage.warehouse import connect_read_only
+
+    con = connect_read_only(pipeline.data_dir)
+    try:
+        return [tuple(r) for r in con.execute(
+            "SELECT transaction_id, status, amount_raw FROM transaction_observations WHERE snapshot_date = ? ORDER BY ALL",
+            [day]).fetchall()]
+    finally:
+        con.close()
 
 
 def test_the_matrix_covers_every_fault_of_the_issue_at_every_page_it_can_strike() -> None:
     by_family: dict[str, set[str]] = {}
     for scenario in SCENARIOS:
         by_family.setdefault(scenario.key.split("@")[0], set()).add(scenario.where)
+    # Every fault that can strike a list endpoint strikes /v1/transactions too, at the same pages;
+    # only the rows about a balances check's warning are the balances' own.
+    warnings_only = {"unknown-currency", "zero-items", "amount-38-characters"}
+    balances = {f: pages for f, pages in by_family.items() if "/" not in f}
+    assert {f"transactions/{f}": pages for f, pages in balances.items() if f not in warnings_only} == {
+        f: pages for f, pages in by_family.items() if f.startswith("transactions/")
+    }
+    assert {s.endpoint for s in SCENARIOS if s.core} == {"balances", "transactions"}
+    assert all(f.endpoint == s.endpoint for s in SCENARIOS for f in s.faults)
     every_page = {"first page", "middle page", "last page"}
     after_the_first = {"middle page", "last page"}
     required = {
@@ -103,7 +130,7 @@ def test_the_matrix_covers_every_fault_of_the_issue_at_every_page_it_can_strike(
     for family, pages in required.items():
         assert by_family.get(family, set()) >= pages, family
     # The default suite runs a representative of every kind of fault, on all three pages.
-    core = {s.key.split("@")[0] for s in SCENARIOS if s.core}
+    core = {s.key.split("@")[0] for s in SCENARIOS if s.core and s.endpoint == "balances"}
     kinds = {
         "429": {"429-retry-after-seconds", "429-retry-after-http-date", "429-retry-after-above-cap"},
         "5xx once": {"http-500-once", "http-503-once"}, "5xx persistent": {"http-502-persistent", "http-504-persistent"},
@@ -135,9 +162,9 @@ def test_selftest_command_prints_the_table_and_writes_the_report(tmp_path: Path)
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| # | fault | where | expected | observed | rows lost | secrets found | as expected |" in result.stdout
-    assert "| HTTP 503 once | middle page | recovered | recovered: 3/3 rows exact" in result.stdout
-    assert "| 401 with a NOAH error body | first page | failed cleanly | failed: NOAH returned HTTP 401" in result.stdout
+    assert "| # | endpoint | fault | where | expected | observed | rows lost | secrets found | as expected |" in result.stdout
+    assert "| /v1/balances | HTTP 503 once | middle page | recovered | recovered: 3/3 rows exact" in result.stdout
+    assert "| /v1/balances | 401 with a NOAH error body | first page | failed cleanly | failed: NOAH returned HTTP 401" in result.stdout
     assert "2 scenarios" in result.stdout and "2 as expected, 0 not; rows lost 0, secrets found 0" in result.stdout
     document = report.read_text()
     assert "balances-etl selftest --only http-503-once@middle --only http-401@first --report" in document
@@ -172,6 +199,19 @@ def test_the_table_marks_rows_that_are_not_as_expected() -> None:
     assert not report.passed and MatrixReport([good], report.started_at, 1.0).passed
     assert Check.KEYS_UNIQUE in {m for s in SCENARIOS for m in s.mentions}
 
+
+def test_the_report_keeps_the_season_section_from_its_marker_to_the_end(tmp_path: Path) -> None:
+    from balances_etl.markdown import SEASON_MARKER
+
+    report = tmp_path / "docs" / "reliability.md"
+    selftest.write_report(report, "# Reliability\nold table\n")  # a new file: no season yet
+    assert report.read_text() == "# Reliability\nold table\n"
+    season = f"{SEASON_MARKER}\n## A season of NOAH outages\n\n| day | outcome |\n|---|---|\n| 1 | captured |\n"
+    report.write_text(report.read_text() + "\n" + season)
+    selftest.write_report(report, "# Reliability\nnew table\n")
+    assert report.read_text() == f"# Reliability\nnew table\n\n{season}"
+    selftest.write_report(report, "# Reliability\nnewer table\n")  # rewriting twice keeps it once
+    assert report.read_text() == f"# Reliability\nnewer table\n\n{season}"
 
 
 def test_the_recording_sandbox_keeps_the_wire_and_expires_tokens_after_a_page() -> None:

@@ -6,7 +6,8 @@ Tests, the demo and the benchmarks run against it; ``balances-etl sandbox`` runs
 
 from balances_etl.emulator.auth import generate_signing_keypair
 from balances_etl.emulator.faults import Fault, FaultKind
-from balances_etl.emulator.server import NoahSandbox, SandboxConfig
+from balances_etl.emulator.config import SandboxConfig
+from balances_etl.emulator.server import NoahSandbox
 from balances_etl.emulator.wire import Exchange, RecordedRequest
 
 __all__ = [

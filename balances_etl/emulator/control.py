@@ -4,9 +4,12 @@ It lives outside ``/v1``, needs no API key and is not recorded: the emulator is 
 bound to loopback, and anyone who can reach it can already read its data.
 
 - ``GET  /_sandbox/config``   -> {"environment", "signed", "seed", "simulated_date", "effective_date",
-                                  "item_count", "items"}
+                                  "item_count", "items", "transaction_items", "dormant_since", ...}
 - ``POST /_sandbox/config``   <- any subset of {"simulated_date": "YYYY-MM-DD" | null, "seed", "item_count",
-                                  "items": [...] | null}; null date = follow today (UTC), null items = generated
+                                  "items": [...] | null, "ledger_days", "transacting_items",
+                                  "transaction_items": [...] | null, "dormant_since": "YYYY-MM-DD",
+                                  "dormant_settles": "YYYY-MM-DD" | null}; null date = follow today (UTC),
+                                  null items = generated, null dormant_settles = the dormant Pending never settles
 - ``GET  /_sandbox/faults``   -> the armed faults (``times`` = firings left)
 - ``POST /_sandbox/faults``   <- one fault, with the field names of ``Fault``:
                                  ``{"kind": "RATE_LIMIT", "page": 2, "retry_after": "1"}``
@@ -22,6 +25,7 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from balances_etl.emulator.dataset import Dormancy
 from balances_etl.emulator.faults import Fault
 from balances_etl.emulator.responses import Response, error_response, json_response
 
@@ -29,7 +33,8 @@ if TYPE_CHECKING:
     from balances_etl.emulator.server import NoahSandbox
 
 CONTROL_PREFIX = "/_sandbox/"
-_CONFIG_FIELDS = ("simulated_date", "seed", "item_count", "items", "ledger_days", "transacting_items")
+_CONFIG_FIELDS = ("simulated_date", "seed", "item_count", "items", "ledger_days", "transacting_items",
+                  "transaction_items", "dormant_since", "dormant_settles")
 
 
 def handle_control(sandbox: NoahSandbox, method: str, target: str, body: bytes) -> Response:
@@ -40,7 +45,7 @@ def handle_control(sandbox: NoahSandbox, method: str, target: str, body: bytes) 
             case "GET", "config":
                 return json_response(200, _describe(sandbox))
             case "POST", "config":
-                sandbox.configure(**_config_changes(_parse(body)))
+                sandbox.configure(**_config_changes(_parse(body), sandbox.config.dormancy))
                 return json_response(200, _describe(sandbox))
             case "POST", "movements":
                 movement = _parse(body)
@@ -79,7 +84,7 @@ def _parse(body: bytes) -> object:
         raise ValueError(f"the body is not JSON: {error}") from None
 
 
-def _config_changes(data: object) -> dict[str, object]:
+def _config_changes(data: object, dormancy: Dormancy) -> dict[str, object]:
     if not isinstance(data, dict):
         raise ValueError("the configuration is a JSON object")
     unknown = set(data) - set(_CONFIG_FIELDS)
@@ -88,4 +93,8 @@ def _config_changes(data: object) -> dict[str, object]:
     changes = dict(data)
     if isinstance(changes.get("simulated_date"), str):
         changes["simulated_date"] = datetime.date.fromisoformat(changes["simulated_date"])
+    dates = {name: changes.pop(f"dormant_{name}") for name in ("since", "settles") if f"dormant_{name}" in changes}
+    if dates:
+        parsed = {name: None if value is None else datetime.date.fromisoformat(str(value)) for name, value in dates.items()}
+        changes["dormancy"] = dataclasses.replace(dormancy, **parsed)
     return changes

@@ -15,7 +15,9 @@ own, without building the rest. The rules, which the pipeline's analytics are me
 - ``Total`` drifts within +/-20 % of a per-code base, a new value each day. On about one day in
   three a code has a pending outflow (``Total > Available``); otherwise ``Available == Total``.
 - Dormant balance: the documented USDC-like code (item 2) never moves (a reserve nobody touches),
-  so a history of more than a week always has a stale balance to report.
+  so a history of more than a week always has a stale balance to report; its pending outflow, if
+  any, is one Out created when it fell dormant (``Dormancy.since``) that stays Pending, or settles
+  on ``Dormancy.settles`` (Total then drops by it, once).
 - Appearing currency: an account of 1 to 3 items also holds ``SOL_TEST`` (sandbox) / ``SOL``
   (production), 9 decimal places, as its last item, only on dates where
   ``(date.toordinal() // 7) % 2 == 0``: two weeks on, two weeks off.
@@ -58,6 +60,24 @@ _FAMILY_CYCLE = (_BTC_LIKE, _ETH_LIKE, _USDC_LIKE)
 DORMANT_INDEX = 2  # the documented USDC-like code
 DORMANT_SINCE = datetime.date(2026, 1, 1)
 _DORMANT_ORDINAL = DORMANT_SINCE.toordinal()
+
+
+@dataclass(frozen=True)
+class Dormancy:
+    """When the dormant item's pending Out was created, and the day it settles (None: never).
+
+    Configurable because a perpetual Pending pulls an incremental sync's horizon back to ``since``.
+    """
+
+    since: datetime.date = DORMANT_SINCE
+    settles: datetime.date | None = None
+
+    def __post_init__(self) -> None:
+        if self.settles is not None and self.settles <= self.since:
+            raise ValueError("the dormant pending outflow must settle after it was created")
+
+    def settled_by(self, day: datetime.date) -> bool:
+        return self.settles is not None and self.settles <= day
 
 
 def documented_currencies(environment: Environment) -> tuple[str, ...]:
@@ -124,9 +144,9 @@ class ItemDay:
         return _fixed(self.total + shift - self.pending, self.scale), _fixed(self.total + shift, self.scale)
 
 
-def item_day(seed: int, index: int, item_count: int, environment: Environment, day: datetime.date) -> ItemDay:
+def item_day(seed: int, index: int, item_count: int, environment: Environment, day: datetime.date,
+             dormancy: Dormancy = Dormancy()) -> ItemDay:
     """Item ``index`` of an account of ``item_count`` (``item_count`` itself: the sometimes-present code)."""
-    ordinal = day.toordinal()
     if index >= item_count:
         code, family = sometimes_present_code(environment), _SOL_LIKE
     else:
@@ -134,8 +154,11 @@ def item_day(seed: int, index: int, item_count: int, environment: Environment, d
         code = documented[index] if index < len(documented) else _environment_code(f"TOK{index:06d}", environment)
         family = _FAMILY_CYCLE[index % 3]
         if index == DORMANT_INDEX:
-            ordinal = _DORMANT_ORDINAL
-    return ItemDay(code, family.scale, *_units(seed, code, family, ordinal))
+            total, pending = _units(seed, code, family, _DORMANT_ORDINAL)
+            if dormancy.settled_by(day):
+                total, pending = total - pending, 0
+            return ItemDay(code, family.scale, total, pending)
+    return ItemDay(code, family.scale, *_units(seed, code, family, day.toordinal()))
 
 
 def _item(code: str, amounts: tuple[str, str]) -> dict[str, str]:
@@ -167,9 +190,10 @@ class GeneratedBalances:
         return [self._generate(index) for index in range(max(start, 0), min(stop, len(self)))]
 
     movements: tuple[tuple[str, Decimal], ...] = ()  # (code, amount) injected on or before ``day``
+    dormancy: Dormancy = Dormancy()
 
     def _generate(self, index: int) -> dict[str, str]:
-        generated = item_day(self.seed, index, self.item_count, self.environment, self.day)
+        generated = item_day(self.seed, index, self.item_count, self.environment, self.day, self.dormancy)
         shift = sum(int(amount.scaleb(generated.scale)) for code, amount in self.movements if code == generated.code)
         return _item(generated.code, generated.amounts(shift))
 

@@ -10,7 +10,8 @@ gives Available back); an In raises both when it settles. Per item and day D (in
 - the rest of the change, X = T(D) - T(D-1) + p(D-1) when that Out settled on D, is one In (X > 0)
   or one Out with a fee (X < 0), created and settled during D.
 - The dormant item never moves: its pending outflow is one Out, created when it fell dormant, that
-  stays Pending.
+  stays Pending, or settles on the configured day (``dataset.Dormancy``): the one old Pending an
+  incremental sync must still see settle.
 - Only the first ``transacting_items`` items transact (plus the sometimes-present code, every day,
   listed or not, so a window across its absence rolls forward); the others' changes are unexplained.
 
@@ -28,14 +29,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from balances_etl.emulator.dataset import (
-    DORMANT_INDEX,
-    Environment,
-    DORMANT_SINCE,
-    SOMETIMES_PRESENT_MAX_ITEMS,
-    _fixed,
-    item_day,
-)
+from balances_etl.emulator.dataset import DORMANT_INDEX, SOMETIMES_PRESENT_MAX_ITEMS, Dormancy, Environment, _fixed, item_day
 
 _NETWORKS = {8: ("Bitcoin", "BitcoinTest"), 18: ("Ethereum", "EthereumTestSepolia"), 6: ("Ethereum", "EthereumTestSepolia"),
              9: ("Solana", "SolanaDevnet")}
@@ -50,6 +44,7 @@ class LedgerConfig:
     environment: Environment
     ledger_days: int
     transacting_items: int
+    dormancy: Dormancy = Dormancy()
 
 
 def _digest(*parts: object) -> bytes:
@@ -98,15 +93,17 @@ def _pending_settles(config: LedgerConfig, code: str, created: datetime.date) ->
 def _item_transactions(config: LedgerConfig, index: int) -> list[dict[str, object]]:
     first = config.day - datetime.timedelta(days=config.ledger_days - 1)
     days = [first + datetime.timedelta(days=n) for n in range(config.ledger_days)]
-    state = {d: item_day(config.seed, index, config.item_count, config.environment, d)
-             for d in [first - datetime.timedelta(days=1), *days]}
     listed: list[dict[str, object]] = []
     if index == DORMANT_INDEX:
-        generated = state[config.day]
-        if generated.pending and DORMANT_SINCE <= config.day:
-            listed.append(_transaction(config, generated.code, generated.scale, DORMANT_SINCE, "dormant-pending",
-                                       "Out", generated.pending, with_fee=True, status="Pending", hour=3))
+        dormancy = config.dormancy
+        generated = item_day(config.seed, index, config.item_count, config.environment, dormancy.since)
+        if generated.pending and dormancy.since <= config.day:
+            status = "Settled" if dormancy.settled_by(config.day) else "Pending"
+            listed.append(_transaction(config, generated.code, generated.scale, dormancy.since, "dormant-pending",
+                                       "Out", generated.pending, with_fee=True, status=status, hour=3))
         return listed
+    state = {d: item_day(config.seed, index, config.item_count, config.environment, d)
+             for d in [first - datetime.timedelta(days=1), *days]}
     for day in days:
         today, yesterday = state[day], state[day - datetime.timedelta(days=1)]
         if today.pending:

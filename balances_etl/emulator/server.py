@@ -2,8 +2,9 @@
 ``GET /v1/transactions`` as NOAH does, both from one simulated ledger (see ``ledger``).
 
 It checks the API key and the ES256/ES384 ``Api-Signature`` JWT, paginates with opaque tokens,
-serves deterministic data (see ``dataset``), injects faults on demand (see ``faults``) and records
-every ``/v1`` request (see ``wire``). ``/_sandbox/...`` is a local control surface (see ``control``).
+serves deterministic data (what the account holds: ``config``; the data: ``dataset``, ``ledger``),
+injects faults on demand (see ``faults``) and records every ``/v1`` request (see ``wire``).
+``/_sandbox/...`` is a local control surface (see ``control``).
 An in-process ``on_exchange`` listener sees every ``/v1`` exchange as it goes over the wire.
 
 Accepted sockets get TCP_NODELAY: without it a keep-alive client waits ~40 ms per request for
@@ -33,17 +34,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from balances_etl.emulator.auth import API_KEY_PREFIXES, AuthError, SignatureVerifier, check_api_key
 from balances_etl.emulator.control import CONTROL_PREFIX, handle_control
-from balances_etl.emulator.dataset import (
-    ENVIRONMENTS,
-    BalanceSource,
-    Environment,
-    GeneratedBalances,
-    VerbatimBalances,
-    unknown_currency_code,
-)
-from balances_etl.emulator.ledger import LedgerConfig, build_listing
+from balances_etl.emulator.config import SandboxConfig
+from balances_etl.emulator.dataset import ENVIRONMENTS, BalanceSource, Dormancy, Environment, unknown_currency_code
 from balances_etl.emulator.faults import Fault, FaultBook, FaultKind, FaultTarget, Page, respond
-from balances_etl.emulator.responses import Response, encode_json, error_response
+from balances_etl.emulator.responses import Response, error_response
 from balances_etl.emulator.wire import Exchange, PageTokens, RecordedRequest
 
 _log = logging.getLogger(__name__)
@@ -63,63 +57,6 @@ class _Unset(Enum):
 
 
 UNSET = _Unset.UNSET
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    """What the account holds. ``simulated_date=None`` follows today's UTC date."""
-
-    seed: int
-    simulated_date: datetime.date | None
-    item_count: int
-    items: tuple[object, ...] | None = None  # served verbatim instead of generated data
-    ledger_days: int = 30  # days of transactions a listing holds, up to the simulated date
-    transacting_items: int = 1000  # the first items that have transactions (see ``ledger``)
-    movements: tuple[tuple[str, Decimal, datetime.date], ...] = ()  # balance changes without a transaction
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise TypeError("seed must be an integer")
-        if not isinstance(self.item_count, int) or isinstance(self.item_count, bool) or self.item_count < 0:
-            raise ValueError("item_count must be an integer >= 0")
-        for name in ("ledger_days", "transacting_items"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1")
-        if self.simulated_date is not None and not isinstance(self.simulated_date, datetime.date):
-            raise TypeError("simulated_date must be a datetime.date or None")
-        if self.items is not None:
-            encode_json(list(self.items))  # fail now, not on the first request
-
-    @property
-    def effective_date(self) -> datetime.date:
-        return self.simulated_date or datetime.datetime.now(datetime.UTC).date()
-
-    def source(self, environment: Environment) -> BalanceSource:
-        if self.items is not None:
-            return VerbatimBalances(self.items)
-        day = self.effective_date
-        movements = tuple((code, amount) for code, amount, on in self.movements if on <= day)
-        return GeneratedBalances(self.seed, day, self.item_count, environment, movements)
-
-    def transactions(self, environment: Environment) -> tuple[dict[str, object], ...]:
-        """The transactions listing at the simulated date, oldest first (none with verbatim items)."""
-        if self.items is not None:
-            return ()
-        return build_listing(LedgerConfig(self.seed, self.effective_date, self.item_count, environment,
-                                          self.ledger_days, self.transacting_items))
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "seed": self.seed,
-            "simulated_date": self.simulated_date.isoformat() if self.simulated_date else None,
-            "effective_date": self.effective_date.isoformat(),
-            "item_count": self.item_count,
-            "ledger_days": self.ledger_days,
-            "transacting_items": self.transacting_items,
-            "movements": [[code, str(amount), on.isoformat()] for code, amount, on in self.movements],
-            "items": list(self.items) if self.items is not None else None,
-        }
 
 
 def _page_size(raw: str | None) -> int:
@@ -261,18 +198,24 @@ class NoahSandbox:
         items: list[object] | None | Literal[_Unset.UNSET] = UNSET,
         ledger_days: int | Literal[_Unset.UNSET] = UNSET,
         transacting_items: int | Literal[_Unset.UNSET] = UNSET,
+        dormancy: Dormancy | Literal[_Unset.UNSET] = UNSET,
+        transaction_items: list[object] | None | Literal[_Unset.UNSET] = UNSET,
     ) -> None:
-        """Change any subset; ``items`` are served verbatim, ``items=None`` returns to generated data."""
+        """Change any subset; ``items`` (balances) and ``transaction_items`` are served verbatim, None
+        returns to generated data."""
         changes: dict[str, object] = {
             name: value
             for name, value in (("simulated_date", simulated_date), ("seed", seed), ("item_count", item_count),
-                                ("ledger_days", ledger_days), ("transacting_items", transacting_items))
+                                ("ledger_days", ledger_days), ("transacting_items", transacting_items),
+                                ("dormancy", dormancy))
             if value is not UNSET
         }
-        if items is not UNSET:
-            if items is not None and not isinstance(items, list | tuple):
-                raise TypeError("items must be a list of JSON values or None")
-            changes["items"] = None if items is None else tuple(copy.deepcopy(items))
+        for name, verbatim in (("items", items), ("transaction_items", transaction_items)):
+            if verbatim is UNSET:
+                continue
+            if verbatim is not None and not isinstance(verbatim, list | tuple):
+                raise TypeError(f"{name} must be a list of JSON values or None")
+            changes[name] = None if verbatim is None else tuple(copy.deepcopy(verbatim))
         with self._lock:
             self._config = replace(self._config, **changes)  # type: ignore[arg-type]
 
@@ -428,13 +371,13 @@ class NoahSandbox:
 class _Listing:
     """A transactions listing in the order asked for, served page by page (copies: the listing is cached)."""
 
-    items: tuple[dict[str, object], ...]
+    items: tuple[object, ...]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def slice(self, start: int, stop: int) -> list[object]:
-        return [dict(item) for item in self.items[max(start, 0):stop]]
+        return [copy.copy(item) for item in self.items[max(start, 0):stop]]
 
 
 class _Handler(BaseHTTPRequestHandler):

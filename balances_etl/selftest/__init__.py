@@ -1,8 +1,9 @@
 """`balances-etl selftest`: the fault matrix, run end to end, printed as a table a user can read.
 
 Every scenario runs the real daily job (Dagster run, the embedded NOAH emulator over HTTP with
-ES384-signed requests, Parquet, DuckDB, views) for its own day with one fault injected, and is
-judged by what a user would see afterwards:
+ES384-signed requests, Parquet, DuckDB, views) for its own day with one fault injected on
+``/v1/balances`` or ``/v1/transactions``, and is judged by what a user would see afterwards (a
+faulted transactions sync must also leave the day's balances published):
 
 * **recovered**: the run succeeded and the day holds exactly the rows NOAH served, every raw and
   canonical string and every DECIMAL(38,18) compared one by one (warnings only where expected);
@@ -18,9 +19,10 @@ the API key, the private signing key or any JWT.
 ``SCENARIOS`` is the one definition of the matrix: ``tests/test_fault_matrix.py`` runs it with
 pytest, ``balances-etl selftest`` runs it for people and writes ``docs/reliability.md``.
 
-Modules: ``matrix`` (the scenarios and their days), ``recording`` (the emulator's wire log),
-``secrets`` (the secret scans), ``installation`` (a throwaway pipeline installation), ``run``
-(running and judging a scenario, the whole matrix), ``render`` (the table and the document).
+Modules: ``endpoints`` (the list endpoints struck, each described once), ``matrix`` (the scenarios
+and their days), ``recording`` (the emulator's wire log), ``secrets`` (the secret scans),
+``installation`` (a throwaway pipeline installation), ``run`` (running and judging a scenario, the
+whole matrix), ``render`` (the table and the document).
 """
 
 from __future__ import annotations
@@ -37,25 +39,27 @@ from balances_etl.selftest.installation import (
 from balances_etl.selftest.matrix import (
     CORE_SCENARIOS, FIRST, ITEM_COUNT, LAST, MATRIX_ENV, MAX_ATTEMPTS, MIDDLE, PAGE_SIZE, READ_TIMEOUT_SECONDS,
     RETRY_AFTER_MINIMUM_SECONDS, SCENARIOS, SLOW_SECONDS, WHERE, Expect, Items, Scenario, anchor_day,
-    prepare_account, scenario_day, select, taken_after,
+    day_transactions, prepare_account, scenario_day, select, taken_after,
 )
 from balances_etl.selftest.recording import RecordingSandbox, WireRecord, WireRecorder
-from balances_etl.selftest.render import machine_description, render_document, render_table, summary
+from balances_etl.selftest.render import machine_description, render_document, render_table, summary, write_report
 from balances_etl.selftest.run import (
-    MatrixReport, Row, ScenarioResult, captured_output, expected_row, parquet_digests, parquet_rows, run_matrix,
-    run_scenario, short_cause, warehouse_rows,
+    MatrixReport, ScenarioResult, captured_output, parquet_digests, parquet_rows, run_matrix, run_scenario, short_cause,
+    warehouse_rows,
 )
+from balances_etl.selftest.endpoints import BALANCES, ENDPOINTS, TRANSACTIONS, MatrixEndpoint, Row
 from balances_etl.selftest.secrets import JWT_PATTERN, SecretHit, SecretScanner, private_key_needles, token_needles
 
 __all__ = [
-    "CORE_SCENARIOS", "FIRST", "ITEM_COUNT", "JWT_PATTERN", "LAST", "MATRIX_ENV", "MAX_ATTEMPTS", "MIDDLE",
+    "BALANCES", "CORE_SCENARIOS", "ENDPOINTS", "FIRST", "ITEM_COUNT", "JWT_PATTERN", "LAST", "MATRIX_ENV",
+    "MAX_ATTEMPTS", "MIDDLE", "MatrixEndpoint", "TRANSACTIONS",
     "PAGE_SIZE", "READ_TIMEOUT_SECONDS", "RETRY_AFTER_MINIMUM_SECONDS", "SCENARIOS", "SLOW_SECONDS", "WHERE",
     "Expect", "Installation", "Items", "MatrixReport", "RecordingSandbox", "Row", "Scenario", "ScenarioResult",
     "SecretHit", "SecretScanner", "SelftestInstallation", "WireRecord", "WireRecorder", "anchor_day",
-    "captured_output", "expected_row", "installation_env", "machine_description", "main", "parquet_digests",
+    "captured_output", "day_transactions", "installation_env", "machine_description", "main", "parquet_digests",
     "parquet_rows", "prepare_account", "private_key_needles", "render_document", "render_table", "run_matrix",
     "run_scenario", "scenario_day", "select", "selftest_installation", "short_cause", "summary", "taken_after",
-    "token_needles", "warehouse_rows",
+    "token_needles", "warehouse_rows", "write_report",
 ]
 
 
@@ -95,7 +99,6 @@ def main(*, core_only: bool = False, only: Sequence[str] = (), report: Path | No
     if report is not None:
         command = "balances-etl selftest" + (" --core" if core_only else "") + "".join(f" --only {k}" for k in only)
         command += f" --report {report}"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(render_document(matrix, command))
+        write_report(report, render_document(matrix, command))
         print(f"wrote {report}", file=sys.stderr)
     return 0 if matrix.passed else 1

@@ -1,13 +1,17 @@
 """The fault matrix: every scenario of ``balances-etl selftest`` and ``tests/test_fault_matrix.py``.
 
-``SCENARIOS`` is the one definition: a fault, the page it strikes, what a user must then see.
+``SCENARIOS`` is the one definition: a fault, the endpoint and page it strikes, what a user must then
+see. Every fault that can strike a list endpoint strikes ``/v1/balances`` and ``/v1/transactions``
+alike (the same rows, configured per endpoint by ``_Fields``); the warnings are the balances' own.
 Each scenario runs for its own day (``scenario_day``), after the installation loaded an earlier
 day (``anchor_day``) that must stay untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +19,13 @@ from enum import StrEnum
 
 from balances_etl.domain.names import Check
 from balances_etl.emulator import Fault, FaultKind, NoahSandbox
-from balances_etl.emulator.dataset import unknown_currency_code
+from balances_etl.emulator.dataset import documented_currencies, unknown_currency_code
 from balances_etl.noah.client import RETRY_AFTER_MINIMUM_SECONDS
+from balances_etl.selftest.endpoints import BALANCES, ENDPOINTS, TRANSACTIONS, MatrixEndpoint
 
-# The account every scenario reads: the three documented sandbox currencies, one per page, so there is
-# a first, a middle and a last page and a healthy day raises no warning at all.
+# The account every scenario reads: the three documented sandbox currencies and three transactions,
+# one per page, so each endpoint has a first, a middle and a last page and a healthy day raises no
+# warning at all.
 PAGE_SIZE = 1
 ITEM_COUNT = 3
 FIRST, MIDDLE, LAST = 1, 2, 3
@@ -56,6 +62,7 @@ class Scenario:
     where: str  # first / middle / last page
     expect: Expect
     page: int  # the page the fault strikes
+    endpoint: str = BALANCES.name  # the list endpoint it strikes (``selftest.endpoints``)
     faults: tuple[Fault, ...] = ()
     # Substrings the error must contain: the cause, named.
     mentions: tuple[str, ...] = ()
@@ -73,6 +80,10 @@ class Scenario:
     expire_tokens_after_page: int | None = None
     env: tuple[tuple[str, str], ...] = ()
     core: bool = False  # part of the default test suite (the rest is marked slow)
+
+    @property
+    def target(self) -> MatrixEndpoint:
+        return ENDPOINTS[self.endpoint]
 
     @property
     def expected(self) -> str:
@@ -95,21 +106,67 @@ def _no_items(_items: Items) -> Items:
     return []
 
 
+@dataclass(frozen=True)
+class _Fields:
+    """What the same faults bend on one endpoint: fields its items require, what its errors name."""
+
+    endpoint: MatrixEndpoint
+    required: str  # the field an item goes without
+    wrong_type: dict[int, tuple[str, object, str]]  # per page: field, the JSON value, its JSON type
+    amount: str  # the amount that fails the pattern
+    wide_amount: str  # the amount of 39 characters
+    disabled: str  # a 403's Detail
+    duplicate_mentions: tuple[str, ...]  # what the error names when an item repeats on a later page
+    core: frozenset[str] | None  # the faults in the default suite's core (None: every one's core_at)
+    warnings: bool  # the rows whose whole point is a warning of this endpoint's checks
+
+
+_BALANCE_FIELDS = _Fields(
+    BALANCES, "Total", {FIRST: ("Available", 12.5, "number"), MIDDLE: ("Total", None, "null"), LAST: ("CryptoCurrency", 7, "number")},
+    "Available", "Total", "Balances are disabled for this key", (Check.KEYS_UNIQUE, "nothing was published", "BTC_TEST"),
+    None, True,
+)
+# The transactions core: one fault of each family, so `make test` proves the per-endpoint wiring.
+_TRANSACTION_FIELDS = _Fields(
+    TRANSACTIONS, "Status", {FIRST: ("Amount", 12.5, "number"), MIDDLE: ("Created", None, "null"), LAST: ("ID", 7, "number")},
+    "Amount", "Amount", "Transactions are disabled for this key",
+    (Check.TRANSACTION_IDS_UNIQUE, "nothing was published"),
+    frozenset({"429-retry-after-seconds", "http-502-persistent", "connection-dropped-once", "truncated-json-persistent",
+               "item-missing-field", "token-cycle", "http-401", "duplicate-key-across-pages"}),
+    False,
+)
+
+
 def _matrix() -> tuple[Scenario, ...]:
+    rows = [row for fields in (_BALANCE_FIELDS, _TRANSACTION_FIELDS) for row in _endpoint_rows(fields)]
+    keys = [row.key for row in rows]
+    duplicated = [key for key, count in Counter(keys).items() if count > 1]
+    if duplicated:
+        raise AssertionError(f"duplicate scenario keys: {duplicated}")
+    return tuple(rows)
+
+
+def _endpoint_rows(fields: _Fields) -> list[Scenario]:
+    """Every scenario striking ``fields.endpoint``; the balances' keep their historical keys."""
     rows: list[Scenario] = []
     recovered, failed = Expect.RECOVERED, Expect.FAILED_CLEANLY
     once, persistent = 1, None
+    name = fields.endpoint.name
+    prefix = "" if fields.endpoint is BALANCES else f"{name}/"
 
     # core_at: the page at which this fault is part of the default suite's representative core (None: never).
-    def at(page: int, key: str, fault: str, expect: Expect, core_at: int | None, **details: object) -> None:
+    def at(page: int, key: str, fault: str, expect: Expect, core_at: int | None, *,
+           faults: tuple[Fault, ...] = (), **details: object) -> None:
         rows.append(
             Scenario(
-                key=f"{key}@{WHERE[page].split()[0]}",
+                key=f"{prefix}{key}@{WHERE[page].split()[0]}",
                 fault=fault,
                 where=WHERE[page],
                 expect=expect,
                 page=page,
-                core=page == core_at,
+                endpoint=name,
+                faults=tuple(dataclasses.replace(f, endpoint=name) for f in faults),
+                core=page == core_at and (fields.core is None or key in fields.core),
                 **details,  # type: ignore[arg-type]
             )
         )
@@ -161,32 +218,33 @@ def _matrix() -> tuple[Scenario, ...]:
         at(page, "items-missing", 'page without "Items"', failed, LAST,
            faults=(Fault(FaultKind.MISSING_ITEMS, page=page),), attempts=1,
            mentions=(f"NOAH page {page} field Items: required field is missing",))
-        at(page, "item-missing-field", "an item without Total", failed, MIDDLE,
-           faults=(Fault(FaultKind.MISSING_FIELD, page=page, field="Total"),), attempts=1,
-           mentions=(f"NOAH page {page} item 0 field Total: required field is missing",))
-        wrong_type = {FIRST: ("Available", 12.5, "number"), MIDDLE: ("Total", None, "null"), LAST: ("CryptoCurrency", 7, "number")}[page]
+        at(page, "item-missing-field", f"an item without {fields.required}", failed, MIDDLE,
+           faults=(Fault(FaultKind.MISSING_FIELD, page=page, field=fields.required),), attempts=1,
+           mentions=(f"NOAH page {page} item 0 field {fields.required}: required field is missing",))
+        wrong_type = fields.wrong_type[page]
         at(page, "wrong-type", f"{wrong_type[0]} is a JSON {wrong_type[2]}", failed, FIRST,
            faults=(Fault(FaultKind.WRONG_TYPE, page=page, field=wrong_type[0], value=wrong_type[1]),), attempts=1,
            mentions=(f"NOAH page {page} item 0 field {wrong_type[0]}: expected a string, got {wrong_type[2]}",))
         bad_amount = {FIRST: "1e3", MIDDLE: "-1.5", LAST: "\u0661\u0662\u0663"}[page]
         at(page, "amount-off-pattern", f"amount {bad_amount!r} (fails the pattern)", failed, MIDDLE,
-           faults=(Fault(FaultKind.INVALID_AMOUNT, page=page, field="Available", value=bad_amount),), attempts=1,
-           mentions=(f"NOAH page {page} item 0 field Available", "does not match the PositiveDecimal pattern"))
+           faults=(Fault(FaultKind.INVALID_AMOUNT, page=page, field=fields.amount, value=bad_amount),), attempts=1,
+           mentions=(f"NOAH page {page} item 0 field {fields.amount}", "does not match the PositiveDecimal pattern"))
         at(page, "amount-39-characters", "amount of 39 characters", failed, LAST,
-           faults=(Fault(FaultKind.INVALID_AMOUNT, page=page, field="Total", value="1" * 20 + "." + "1" * 18),),
-           attempts=1, mentions=(f"NOAH page {page} item 0 field Total: 39 characters, more than 38",))
+           faults=(Fault(FaultKind.INVALID_AMOUNT, page=page, field=fields.wide_amount, value="1" * 20 + "." + "1" * 18),),
+           attempts=1, mentions=(f"NOAH page {page} item 0 field {fields.wide_amount}: 39 characters, more than 38",))
         at(page, "token-cycle", "PageToken leads back to this page", failed, MIDDLE,
            faults=(Fault(FaultKind.TOKEN_CYCLE, page=page, times=persistent),), mentions=("token cycle",))
         at(page, "http-401", "401 with a NOAH error body", failed, FIRST,
            faults=(Fault(FaultKind.STATUS, page=page, status=401, error_type="Unauthorized", detail="Invalid signature"),),
            attempts=1, mentions=("HTTP 401 Unauthorized", "Invalid signature", "Instance"))
         at(page, "http-403", "403 with a NOAH error body", failed, MIDDLE,
-           faults=(Fault(FaultKind.STATUS, page=page, status=403, error_type="Forbidden", detail="Balances are disabled for this key"),),
-           attempts=1, mentions=("HTTP 403 Forbidden", "Balances are disabled for this key", "Instance"))
-        at(page, "unknown-currency", "an unknown currency code", recovered, LAST,
-           faults=(Fault(FaultKind.UNKNOWN_CURRENCY, page=page),), attempts=1,
-           serves=_replace_item(page, CryptoCurrency=unknown_currency_code("sandbox")),
-           warnings=frozenset({Check.UNKNOWN_CURRENCY}))
+           faults=(Fault(FaultKind.STATUS, page=page, status=403, error_type="Forbidden", detail=fields.disabled),),
+           attempts=1, mentions=("HTTP 403 Forbidden", fields.disabled, "Instance"))
+        if fields.warnings:
+            at(page, "unknown-currency", "an unknown currency code", recovered, LAST,
+               faults=(Fault(FaultKind.UNKNOWN_CURRENCY, page=page),), attempts=1,
+               serves=_replace_item(page, CryptoCurrency=unknown_currency_code("sandbox")),
+               warnings=frozenset({Check.UNKNOWN_CURRENCY}))
         at(page, "non-json-error-once", "502 with an HTML body (a proxy), once", recovered, None,
            faults=(Fault(FaultKind.NON_JSON_ERROR, page=page, times=once),), attempts=2)
         at(page, "non-json-error-persistent", "502 with an HTML body, every attempt", failed, LAST,
@@ -198,25 +256,22 @@ def _matrix() -> tuple[Scenario, ...]:
         if page != FIRST:  # the first page is asked for without a token
             at(page, "duplicate-key-across-pages", "an item repeated on a later page", failed, LAST,
                faults=(Fault(FaultKind.DUPLICATE_ITEM, page=page),), attempts=1,
-               mentions=(Check.KEYS_UNIQUE, "nothing was published", "BTC_TEST"))
+               mentions=fields.duplicate_mentions)
             at(page, "unknown-page-token", "unknown PageToken (400 from NOAH)", failed, MIDDLE,
                expire_tokens_after_page=page - 1, attempts=1,
                mentions=("HTTP 400", "PageToken is not a token this API issued"))
-    at(FIRST, "zero-items", "no balances at all (Items: [])", recovered, FIRST,
-       faults=(Fault(FaultKind.ZERO_ITEMS, page=FIRST),), attempts=1, serves=_no_items,
-       warnings=frozenset({Check.ZERO_ITEMS}))
     for kind, label in ((FaultKind.EMPTY_TOKEN_END, '"PageToken": ""'), (FaultKind.NULL_TOKEN_END, '"PageToken": null')):
         at(LAST, f"token-end-{kind.value.split('_')[0].lower()}", f"the last page says {label}", recovered,
            LAST if kind is FaultKind.EMPTY_TOKEN_END else None,
            faults=(Fault(kind, page=LAST),), attempts=1)
-    at(MIDDLE, "amount-38-characters", "amount of 38 characters (the limit; too wide for DECIMAL)", recovered, MIDDLE,
-       faults=(Fault(FaultKind.INVALID_AMOUNT, page=MIDDLE, field="Total", value="9" * 38),), attempts=1,
-       serves=_replace_item(MIDDLE, Total="9" * 38), warnings=frozenset({Check.AMOUNT_TOO_WIDE}))
-    keys = [row.key for row in rows]
-    duplicated = [key for key, count in Counter(keys).items() if count > 1]
-    if duplicated:
-        raise AssertionError(f"duplicate scenario keys: {duplicated}")
-    return tuple(rows)
+    if fields.warnings:
+        at(FIRST, "zero-items", "no balances at all (Items: [])", recovered, FIRST,
+           faults=(Fault(FaultKind.ZERO_ITEMS, page=FIRST),), attempts=1, serves=_no_items,
+           warnings=frozenset({Check.ZERO_ITEMS}))
+        at(MIDDLE, "amount-38-characters", "amount of 38 characters (the limit; too wide for DECIMAL)", recovered, MIDDLE,
+           faults=(Fault(FaultKind.INVALID_AMOUNT, page=MIDDLE, field="Total", value="9" * 38),), attempts=1,
+           serves=_replace_item(MIDDLE, Total="9" * 38), warnings=frozenset({Check.AMOUNT_TOO_WIDE}))
+    return rows
 
 
 SCENARIOS: tuple[Scenario, ...] = _matrix()
@@ -240,16 +295,36 @@ def anchor_day(today: dt.date | None = None) -> dt.date:
     return (today or _TODAY) - dt.timedelta(days=2)
 
 
-def prepare_account(sandbox: NoahSandbox, day: dt.date) -> Items:
-    """Serve the account for ``day``: its documented currencies with that day's amounts; returns the items.
+def day_transactions(day: dt.date) -> Items:
+    """Three transactions created during ``day``, oldest first, one per page: an In, an Out with a
+    fee, a Pending Out. Their IDs are the day's own, so no day's sync can see another's."""
+    codes = documented_currencies("sandbox")
+    shapes = (("Settled", "In", "0.5", None, "BitcoinTest"),
+              ("Settled", "Out", "1.250000000000000000", "0.000021", "EthereumTestSepolia"),
+              ("Pending", "Out", "100.000001", None, "EthereumTestSepolia"))
+    items: Items = []
+    for number, (code, (status, direction, amount, fee, network)) in enumerate(zip(codes, shapes, strict=True)):
+        item: dict[str, object] = {
+            "ID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"balances-etl-selftest:{day}:{number}")),
+            "Created": f"{day}T{6 + 6 * number:02d}:00:00.000Z", "Status": status, "Direction": direction,
+            "CryptoCurrency": code, "Amount": amount, "Network": network, "PublicID": f"pub-{day}-{number}",
+        }
+        items.append(item | ({"NetworkFee": fee} if fee else {}))
+    return items
+
+
+def prepare_account(sandbox: NoahSandbox, day: dt.date) -> dict[str, Items]:
+    """Serve the account for ``day``: its documented currencies with that day's amounts and the day's
+    transactions; returns the items by endpoint, as NOAH lists them.
 
     The emulator adds a ``SOL_TEST`` balance to small accounts every other fortnight; holding the
     items verbatim keeps every scenario's account the same three documented currencies.
     """
     sandbox.configure(simulated_date=day, items=None)
     items = sandbox.expected_items()[:ITEM_COUNT]
-    sandbox.configure(items=items)
-    return items  # type: ignore[return-value]
+    transactions = day_transactions(day)
+    sandbox.configure(items=items, transaction_items=transactions)
+    return {BALANCES.name: items, TRANSACTIONS.name: transactions[::-1]}  # type: ignore[dict-item]
 
 
 def taken_after(day: dt.date, minutes: int = 10) -> dt.datetime:

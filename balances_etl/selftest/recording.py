@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from balances_etl.emulator import Exchange, NoahSandbox, RecordedRequest
+from balances_etl.emulator.server import BALANCES_PATH
 
 
 @dataclass(frozen=True)
@@ -28,24 +29,24 @@ class WireRecord:
 
 
 class WireRecorder:
-    """An ``on_exchange`` listener: the wire log, every signature, and token expiry after a given page."""
+    """An ``on_exchange`` listener: the wire log, every signature, and token expiry after a given page
+    of a given endpoint."""
 
     def __init__(self, expire_page_tokens: Callable[[], None]) -> None:
         self.expire_page_tokens = expire_page_tokens
         self.lock = threading.Lock()
         self.records: list[WireRecord] = []
         self.signatures: list[str] = []
-        self.expire_after_page: int | None = None
+        self.expire_after: tuple[str, int] | None = None  # (path, page)
 
     def __call__(self, exchange: Exchange) -> None:
         signature = exchange.header("Api-Signature")
         record = WireRecord(exchange.at, signature, exchange.request)
         with self.lock:
-            expire = self.expire_after_page
-            if expire is not None and record.page == expire and record.request.status == 200:
+            if self.expire_after == (record.request.path, record.page) and record.request.status == 200:
                 # Called before the answer is written: the client's next request already meets it.
                 self.expire_page_tokens()
-                self.expire_after_page = None
+                self.expire_after = None
             self.records.append(record)
             if signature:
                 self.signatures.append(signature)
@@ -61,14 +62,14 @@ class RecordingSandbox(NoahSandbox):
         self.recorder = WireRecorder(self.expire_page_tokens)
         super().__init__(*args, on_exchange=self.recorder, **kwargs)  # type: ignore[arg-type,misc]
 
-    def expire_tokens_after_page(self, page: int | None) -> None:
-        """Once page ``page`` has been answered, forget every token issued so far (None: never).
+    def expire_tokens_after_page(self, page: int | None, path: str = BALANCES_PATH) -> None:
+        """Once page ``page`` of ``path`` has been answered, forget every token issued so far (None: never).
 
         As after a NOAH deploy that rotated its token key: the next request's PageToken is then
         one "this API" never issued, and the emulator answers it with its real 400.
         """
         with self.recorder.lock:
-            self.recorder.expire_after_page = page
+            self.recorder.expire_after = None if page is None else (path, page)
 
     @property
     def wire(self) -> list[WireRecord]:

@@ -6,8 +6,10 @@
   day (no Parquet partition, no warehouse rows), and a re-run after the fault cleared recovered
   the day exactly.
 
-For both, every other day already loaded must be untouched (Parquet bytes and warehouse rows), and
-no secret may be found in anything the pipeline wrote (see ``selftest.secrets``).
+For both, every other day already loaded must be untouched (Parquet bytes and warehouse rows, of
+every endpoint), and no secret may be found in anything the pipeline wrote (see ``selftest.secrets``).
+The rows judged are the faulted endpoint's (``selftest.endpoints``); a faulted transactions sync
+must also leave the day's balances published exactly as served.
 """
 
 from __future__ import annotations
@@ -22,14 +24,11 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
-from balances_etl.domain.amounts import canonical_amount, fits_decimal_38_18
-from balances_etl.domain.names import BalancesAsset, Table
-from balances_etl.emulator.server import BALANCES_PATH
+from balances_etl.selftest.endpoints import BALANCES, ENDPOINTS, MatrixEndpoint, Row
 from balances_etl.selftest.installation import Installation
 from balances_etl.selftest.matrix import (
     MATRIX_ENV,
@@ -46,32 +45,15 @@ from balances_etl.selftest.secrets import SecretHit, SecretScanner
 from balances_etl.settings import temporary_environment
 
 
-Row = tuple[object, ...]
-_ROW_SQL = (
-    f"SELECT snapshot_date, account_type, crypto_currency, available_raw, total_raw, available, total, "
-    f"available_amount, total_amount FROM {Table.BALANCE_SNAPSHOTS} ORDER BY ALL"
-)
-
-
-def expected_row(day: dt.date, item: Mapping[str, object]) -> Row:
-    """The warehouse row an item must become: raw strings as sent, canonical strings, exact DECIMALs."""
-    available, total = canonical_amount(str(item["Available"])), canonical_amount(str(item["Total"]))
-    return (
-        day, item["AccountType"], item["CryptoCurrency"], item["Available"], item["Total"], available, total,
-        Decimal(available) if fits_decimal_38_18(available) else None,
-        Decimal(total) if fits_decimal_38_18(total) else None,
-    )
-
-
-def warehouse_rows(data_dir: Path) -> dict[dt.date, list[Row]]:
-    """Every row of the published warehouse by day (empty before the first load)."""
+def warehouse_rows(data_dir: Path, endpoint: MatrixEndpoint = BALANCES) -> dict[dt.date, list[Row]]:
+    """Every row of ``endpoint``'s table in the published warehouse by day (empty before the first load)."""
     from balances_etl.storage.warehouse import connect_read_only, warehouse_path
 
     if not warehouse_path(data_dir).exists():
         return {}
     con = connect_read_only(data_dir)
     try:
-        rows = con.execute(_ROW_SQL).fetchall()
+        rows = con.execute(f"SELECT {', '.join(endpoint.columns)} FROM {endpoint.table} ORDER BY ALL").fetchall()
     finally:
         con.close()
     by_day: dict[dt.date, list[Row]] = {}
@@ -80,37 +62,34 @@ def warehouse_rows(data_dir: Path) -> dict[dt.date, list[Row]]:
     return by_day
 
 
-def parquet_rows(data_dir: Path, day: dt.date) -> list[Row] | None:
-    """The day's Parquet partition in the same shape, or None when there is none."""
+def parquet_rows(data_dir: Path, day: dt.date, endpoint: MatrixEndpoint = BALANCES) -> list[Row] | None:
+    """The day's Parquet partition of ``endpoint`` in the same shape, or None when there is none."""
     import pyarrow.parquet as pq
 
     from balances_etl.storage.parquet import partition_path
 
-    path = partition_path(data_dir, day)
+    path = partition_path(data_dir, day, endpoint.dataset)
     if not path.exists():
         return None
-    columns = ["snapshot_date", "account_type", "crypto_currency", "available_raw", "total_raw", "available", "total",
-               "available_amount", "total_amount"]
+    columns = list(endpoint.columns)
     table = pq.read_table(path, columns=columns).to_pydict()
-    return sorted((tuple(values) for values in zip(*(table[c] for c in columns), strict=True)), key=_sort_key)
+    return _sorted((tuple(values) for values in zip(*(table[c] for c in columns), strict=True)), endpoint)
 
 
 def parquet_digests(data_dir: Path) -> dict[str, str]:
-    """sha256 of every published Parquet file, by path relative to the data dir."""
+    """sha256 of every published Parquet file of every endpoint, by path relative to the data dir."""
     import hashlib
 
-    from balances_etl.storage.parquet import parquet_root
-
-    root = parquet_root(data_dir)
+    root = data_dir / "parquet"
     return {
         str(path.relative_to(data_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*.parquet"))
     } if root.exists() else {}
 
 
-def _sort_key(row: Row) -> tuple[str, ...]:
+def _sorted(rows: Iterable[Row], endpoint: MatrixEndpoint) -> list[Row]:
     # The strings identify a row; DECIMALs compare by value (1.5 == 1.500000000000000000), not by text.
-    return tuple("" if value is None else str(value) for value in row[:7])
+    return sorted(rows, key=lambda row: tuple("" if value is None else str(value) for value in row[: endpoint.identifying]))
 
 
 def _multiset_missing(expected: Sequence[Row], actual: Sequence[Row]) -> int:
@@ -196,11 +175,19 @@ def short_cause(error: str | None, limit: int = 150) -> str:
     if not lines:
         return ""
     text = re.sub(r"^[a-z_]+: ", "", lines[0])
+    # A failed transactions sync says so first; the table keeps that in a few words.
+    prefix = ""
+    sync_failed = _SYNC_FAILED.match(text)
+    if sync_failed:
+        prefix, text = "balances published; transactions: ", text[sync_failed.end():]
     if text.startswith("Blocking checks failed") and len(lines) > 1:
         text = text.split(";")[0] + ": " + re.sub(r"^[a-z_]+: ", "", lines[1]).split(":")[0]
     text = re.sub(r" \(Type '[^']*'(, Action '[^']*')?(, Instance '[0-9a-f-]{36}')?\)", "", text)
-    text = re.sub(r"(gave up after \d+ attempts) \(.*?\); last error: ", r"\1; last error: ", text)
+    text = prefix + re.sub(r"(gave up after \d+ attempts) \(.*?\); last error: ", r"\1; last error: ", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_SYNC_FAILED = re.compile(r"The transactions sync failed \(the balances were published\): (NOAH transactions: )?")
 
 
 def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, scanner: SecretScanner) -> ScenarioResult:
@@ -213,11 +200,12 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
 
     sandbox.clear_faults()
     sandbox.expire_tokens_after_page(None)
+    target = scenario.target
     held = prepare_account(sandbox, day)
-    served = scenario.serves(held) if scenario.serves else held
-    before_rows = warehouse_rows(data_dir)
+    served = scenario.serves(held[target.name]) if scenario.serves else held[target.name]
+    before_rows = {name: warehouse_rows(data_dir, endpoint) for name, endpoint in ENDPOINTS.items()}
     before_parquet = parquet_digests(data_dir)
-    if day in before_rows:
+    if any(day in rows for rows in before_rows.values()):
         problems.append(f"{day} was already loaded before the scenario ran")
 
     faults = list(scenario.faults)
@@ -230,25 +218,27 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
     sandbox.reset_wire()
     for fault in faults:
         sandbox.add_fault(fault)
-    sandbox.expire_tokens_after_page(scenario.expire_tokens_after_page)
+    sandbox.expire_tokens_after_page(scenario.expire_tokens_after_page, target.path)
 
     texts: dict[str, str | None] = {}
     with temporary_environment({**MATRIX_ENV, **dict(scenario.env)}), captured_output() as output:
         outcome = installation.run(day)
     texts["output of the run"], texts["error of the run"] = output.getvalue(), outcome.error
     run_ids = [outcome.run_id]
-    wire = [record for record in sandbox.wire if record.request.path == BALANCES_PATH]  # the matrix is the balances'
+    wire = [record for record in sandbox.wire if record.request.path == target.path]
     sandbox.clear_faults()
     sandbox.expire_tokens_after_page(None)
 
     result.success, result.error = outcome.success, outcome.error
-    result.warnings = frozenset(c.name for c in outcome.checks if c.asset == BalancesAsset.PARTITION and not c.blocking and not c.passed)
+    result.warnings = frozenset(c.name for c in outcome.checks if c.asset == target.partition_asset and not c.blocking and not c.passed)
     result.fault_fired = any(r.request.fault is not None or r.request.status != 200 for r in wire)
     result.attempts = sum(1 for r in wire if r.page == scenario.page or r.page is None)
     _judge_retry(result, scenario, wire, not_before)
-    after_fault = parquet_rows(data_dir, day)
+    after_fault = parquet_rows(data_dir, day, target)
     result.published_after_fault = None if after_fault is None else len(after_fault)
-    result.warehouse_after_fault = len(warehouse_rows(data_dir).get(day, []))
+    result.warehouse_after_fault = len(warehouse_rows(data_dir, target).get(day, []))
+    if target is not BALANCES and _day_rows_differ(data_dir, day, BALANCES, held[BALANCES.name]):
+        problems.append("the day's balances were not published exactly while the transactions sync was faulted")
     if not result.fault_fired:
         problems.append("the fault never fired: the scenario tested nothing")
     if scenario.attempts is not None and result.attempts != scenario.attempts:
@@ -277,13 +267,16 @@ def run_scenario(installation: Installation, scenario: Scenario, day: dt.date, s
         texts["output of the re-run"], texts["error of the re-run"] = output.getvalue(), rerun.error
         run_ids.append(rerun.run_id)
         result.rerun_success, result.rerun_error = rerun.success, rerun.error
-        served = held  # the fault cleared: NOAH serves what the account holds
+        served = held[target.name]  # the fault cleared: NOAH serves what the account holds
         if not rerun.success:
             problems.append(f"the re-run after the fault cleared failed: {rerun.error}")
 
-    _judge_data(result, data_dir, day, served, before_rows, before_parquet)
+    _judge_data(result, data_dir, day, target, served, before_rows, before_parquet)
     tokens = [r.signature for r in sandbox.wire if r.signature]
     result.secrets = scanner.scan(tokens=tokens, texts=texts, instance=installation.instance, run_ids=run_ids)
+    landing = (Path("raw") / target.name / f"snapshot_date={day}").as_posix()
+    if not any(landing in path.as_posix() for path in scanner.scanned):
+        problems.append(f"the secret scan read nothing of the day's {target.name} raw landing")
     if result.secrets:
         problems.append("secrets found: " + "; ".join(str(hit) for hit in result.secrets))
     result.seconds = time.perf_counter() - started
@@ -310,11 +303,12 @@ def _judge_retry(result: ScenarioResult, scenario: Scenario, wire: list[WireReco
 
 
 def _landings_incomplete(data_dir: Path, day: dt.date) -> list[str]:
-    """Every raw landing of the day that exists must be whole (manifest and page hashes agree)."""
+    """Every raw landing of the day that exists, of every endpoint, must be whole (manifest and page hashes agree)."""
     from balances_etl.storage.raw import raw_root, read_raw_bodies
 
     problems = []
-    for landing in sorted((raw_root(data_dir) / f"snapshot_date={day}").glob("taken_at=*")):
+    landings = [path for name in ENDPOINTS for path in (raw_root(data_dir, name) / f"snapshot_date={day}").glob("taken_at=*")]
+    for landing in sorted(landings):
         try:
             read_raw_bodies(landing)
         except (OSError, ValueError, KeyError) as error:
@@ -322,35 +316,47 @@ def _landings_incomplete(data_dir: Path, day: dt.date) -> list[str]:
     return problems
 
 
+def _expected_rows(day: dt.date, endpoint: MatrixEndpoint, served: Items) -> list[Row]:
+    return _sorted((endpoint.expected_row(day, item) for item in served), endpoint)
+
+
+def _day_rows_differ(data_dir: Path, day: dt.date, endpoint: MatrixEndpoint, served: Items) -> bool:
+    """Whether the warehouse's rows of ``endpoint`` for ``day`` differ from exactly what NOAH served."""
+    return _sorted(warehouse_rows(data_dir, endpoint).get(day, []), endpoint) != _expected_rows(day, endpoint, served)
+
+
 def _judge_data(
     result: ScenarioResult,
     data_dir: Path,
     day: dt.date,
+    target: MatrixEndpoint,
     served: Items,
-    before_rows: dict[dt.date, list[Row]],
+    before_rows: dict[str, dict[dt.date, list[Row]]],
     before_parquet: dict[str, str],
 ) -> None:
     problems = result.problems
-    expected = sorted((expected_row(day, item) for item in served), key=_sort_key)
+    expected = _expected_rows(day, target, served)
     result.rows_expected = len(expected)
-    after = warehouse_rows(data_dir)
-    actual = sorted(after.get(day, []), key=_sort_key)
+    actual = _sorted(warehouse_rows(data_dir, target).get(day, []), target)
     day_published = result.success or bool(result.rerun_success)
     if day_published:
         result.rows_lost = _multiset_missing(expected, actual)
         result.rows_unexpected = _multiset_missing(actual, expected)
         if result.rows_lost or result.rows_unexpected:
             problems.append(f"{result.rows_lost} rows lost or changed, {result.rows_unexpected} unexpected rows in the warehouse")
-        published = parquet_rows(data_dir, day)
+        published = parquet_rows(data_dir, day, target)
         if published != expected:
             problems.append("the Parquet partition differs from what NOAH served")
     else:
         result.rows_lost = len(expected)
-    # Earlier days: the same rows, the same Parquet bytes.
-    for other, rows in before_rows.items():
-        if other != day and sorted(after.get(other, []), key=_sort_key) != sorted(rows, key=_sort_key):
-            result.other_days_changed.append(str(other))
-            result.rows_lost += _multiset_missing(rows, after.get(other, []))
+    # Earlier days, of every endpoint: the same rows, the same Parquet bytes.
+    for name, by_day in before_rows.items():
+        endpoint = ENDPOINTS[name]
+        after = warehouse_rows(data_dir, endpoint)
+        for other, rows in by_day.items():
+            if other != day and _sorted(after.get(other, []), endpoint) != _sorted(rows, endpoint):
+                result.other_days_changed.append(f"{other} ({name})")
+                result.rows_lost += _multiset_missing(rows, after.get(other, []))
     after_parquet = parquet_digests(data_dir)
     for path, digest in before_parquet.items():
         if f"snapshot_date={day}" not in path and after_parquet.get(path) != digest:

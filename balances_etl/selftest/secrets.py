@@ -69,6 +69,7 @@ class SecretScanner:
         self.roots = [Path(root) for root in roots]
         self.static: dict[bytes, str] = {api_key.encode(): "API key", **private_key_needles(private_pem)}
         self._seen: dict[Path, tuple[int, int]] = {}
+        self.scanned: list[Path] = []  # the files the last scan read: what it covered, for the judge
 
     def scan(
         self,
@@ -84,7 +85,8 @@ class SecretScanner:
         for where, text in (texts or {}).items():
             if text:
                 hits += _search(text.encode("utf-8", "replace"), needles, where)
-        for path in self._files(changed_only):
+        self.scanned = self._files(changed_only)
+        for path in self.scanned:
             try:
                 data = path.read_bytes()
             except (FileNotFoundError, IsADirectoryError, PermissionError):

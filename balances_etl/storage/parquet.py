@@ -7,6 +7,9 @@ one ``snapshot_date`` column whose value comes from the directory name, so publi
 whose dates differ from the partition's (the file and the path can never disagree).
 A partition is written under a private name and replaced atomically (``os.replace``); a kill leaves
 the old or the new file, and unpublished files are hidden names that never match ``*.parquet``.
+With an S3 store (:mod:`balances_etl.storage.store`) the verified file is uploaded to the same key
+under the store's prefix before it replaces the local working copy: the object is the whole
+verified file or absent, and re-running a day replaces it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import pyarrow.parquet as pq
 
 from balances_etl.domain import balances, transactions
 from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
-from balances_etl.storage.files import exclusive_lock, make_dirs_durable, replace_durably
+from balances_etl.storage.files import atomic_replace, exclusive_lock, make_dirs_durable, replace_durably
+from balances_etl.storage.store import ObjectStore, local_root, object_store
 
 PARTITION_FILE = "data.parquet"
 COMPRESSION = "zstd"
@@ -71,7 +75,12 @@ class PartitionSchemaError(ValueError):
 
 
 def parquet_root(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> Path:
-    return data_dir / "parquet" / dataset.name
+    return local_root(data_dir) / "parquet" / dataset.name
+
+
+def partition_key(snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> str:
+    """The partition's key under an object store's prefix: the same layout as on disk."""
+    return f"parquet/{dataset.name}/snapshot_date={snapshot_date.isoformat()}/{PARTITION_FILE}"
 
 
 def partition_path(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> Path:
@@ -79,7 +88,17 @@ def partition_path(data_dir: Path, snapshot_date: date, dataset: Dataset = BALAN
 
 
 def partition_dates(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> list[date]:
-    """Days with a published partition, oldest first."""
+    """Days with a published partition, oldest first; with an S3 store, those it holds, each copied
+    into the working copy when missing here (so the warehouse can be rebuilt on a new machine)."""
+    store = object_store()
+    if store is not None:
+        days = [date.fromisoformat(name.removeprefix("snapshot_date="))
+                for name in store.list(f"parquet/{dataset.name}") if name.startswith("snapshot_date=")]
+        for day in days:
+            path = partition_path(data_dir, day, dataset)
+            if not path.exists():
+                _copy_from_store(path, partition_key(day, dataset))
+        return sorted(days)
     files = parquet_root(data_dir, dataset).glob(f"snapshot_date=*/{PARTITION_FILE}")
     return sorted(date.fromisoformat(f.parent.name.removeprefix("snapshot_date=")) for f in files)
 
@@ -97,15 +116,22 @@ def publish_partition(
 class StagedPartition:
     """A day's new partition, written and verified under a private name, ready to take its place."""
 
-    def __init__(self, tmp: Path, file: PartitionFile) -> None:
+    def __init__(self, tmp: Path, file: PartitionFile, store: ObjectStore | None = None, key: str = "") -> None:
         self._tmp = tmp
         self.file = file
+        self._store, self._key = store, key
 
     def publish(self) -> PartitionFile:
-        """Put the partition in place of the day's previous one (if any), atomically and durably."""
+        """Put the partition in place of the day's previous one (if any), atomically and durably:
+        first in the object store (the store of record), then the local working copy."""
         target = self.file.path
         make_dirs_durable(target.parent)
         with exclusive_lock(target.parent / ".publish.lock", _PUBLISH_LOCK_TIMEOUT_SECONDS):
+            if self._store is not None:
+                data = self._tmp.read_bytes()
+                if hashlib.sha256(data).hexdigest() != self.file.sha256:
+                    raise PartitionSchemaError(f"{self._tmp}: changed since it was verified; not uploaded")
+                self._store.put(self._key, data, overwrite=True)
             replace_durably(self._tmp, target)
         return self.file
 
@@ -125,6 +151,7 @@ class PartitionWriter:
     ) -> None:
         self.snapshot_date = snapshot_date
         self.dataset = dataset
+        self._store = object_store()  # checked before anything is fetched or written
         self._target = partition_path(data_dir, snapshot_date, dataset)
         root = parquet_root(data_dir, dataset)
         make_dirs_durable(root)
@@ -160,7 +187,7 @@ class PartitionWriter:
         if not pq.read_table(pa.BufferReader(data)).equals(written):
             raise PartitionSchemaError(f"{self._tmp}: written file does not read back as the rows written")
         file = PartitionFile(path=self._target, rows=written.num_rows, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        return StagedPartition(self._tmp, file)
+        return StagedPartition(self._tmp, file, self._store, partition_key(self.snapshot_date, self.dataset))
 
     def close(self) -> None:
         """Remove the file unless it was published (then it is gone from its private name already)."""
@@ -200,8 +227,21 @@ def partition_file_metadata(path: Path) -> dict[str, str]:
 def read_partition(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> pd.DataFrame | None:
     """The day's rows with ``pd.ArrowDtype`` columns (exact decimals), or None if never published."""
     path = partition_path(data_dir, snapshot_date, dataset)
-    if not path.exists():
+    if not path.exists() and not _copy_from_store(path, partition_key(snapshot_date, dataset)):
         return None
     table = pq.read_table(path)
     _check_schema(path, table.schema, dataset)
     return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _copy_from_store(path: Path, key: str) -> bool:
+    """Bring a partition the object store holds but this machine lacks into the working copy."""
+    store = object_store()
+    if store is None or not store.exists(key):
+        return False
+    make_dirs_durable(path.parent)
+    with exclusive_lock(path.parent / ".publish.lock", _PUBLISH_LOCK_TIMEOUT_SECONDS):
+        if not path.exists():  # a publish that held the lock has put the newest copy there
+            with atomic_replace(path) as tmp:
+                tmp.write_bytes(store.read(key))
+    return True

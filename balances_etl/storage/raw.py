@@ -7,6 +7,9 @@ the pages arrive and renamed into place in one step, so a landing directory eith
 (with its manifest) or not at all. Landings are append-only: a second landing never replaces an
 earlier one.
 Only the fields below are stored; request headers (credentials, signatures) never are.
+With an S3 store (:mod:`balances_etl.storage.store`) each landing is also uploaded under the same
+key layout, pages first and the manifest last, to keys that must not exist yet: readers take only
+landings with a manifest, so a killed upload leaves nothing that passes for a landing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from balances_etl.noah import endpoints
 from balances_etl.noah.pages import RawPage
 from balances_etl.orchestration.processes import left_by_dead_process, owner_tag
 from balances_etl.storage.files import fsync_path, make_dirs_durable, write_file_durably, write_file_starting_writeback
+from balances_etl.storage.store import local_root, object_store
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -53,7 +57,7 @@ BALANCES = endpoints.BALANCES.name
 
 
 def raw_root(data_dir: Path, endpoint: str = BALANCES) -> Path:
-    return data_dir / "raw" / endpoint
+    return local_root(data_dir) / "raw" / endpoint
 
 
 def page_file_name(page_number: int) -> str:
@@ -86,6 +90,10 @@ class RawLanding:
         self.path = self._day_dir / landing_name(taken_at, run_id)
         if self.path.exists():
             raise FileExistsError(f"raw landing {self.path} already exists; landings are append-only")
+        self._store = object_store()  # checked before anything is fetched or written
+        self._key = f"raw/{endpoint}/{self._day_dir.name}/{self.path.name}"
+        if self._store is not None and self._store.list(self._key):
+            raise FileExistsError(f"raw landing {self._store.describe(self._key)} already exists; landings are append-only")
         remove_abandoned_stagings(data_dir, endpoint)
         self._staging = raw_root(data_dir, endpoint) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         make_dirs_durable(self._staging)
@@ -108,9 +116,12 @@ class RawLanding:
         self._pages.append(page)
 
     def publish(self, stats: Mapping[str, object]) -> Path:
-        """Make every page durable, write the manifest, move the landing into place; returns its path."""
+        """Make every page durable, write the manifest, upload it (S3 store), move it into place; returns its path."""
         _fsync_all([self._staging / page_file_name(page.page_number) for page in self._pages])
         _write_landing(self._staging, self.snapshot_date, self.taken_at, self.run_id, self._pages, stats)
+        if self._store is not None:
+            for name in [*(page_file_name(page.page_number) for page in self._pages), MANIFEST_NAME]:
+                self._store.put(f"{self._key}/{name}", (self._staging / name).read_bytes(), overwrite=False)
         make_dirs_durable(self._day_dir)
         os.rename(self._staging, self.path)  # fails if the landing appeared meanwhile: never overwrites one
         self._published = True
