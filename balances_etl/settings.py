@@ -114,6 +114,12 @@ def _store_url(text: str) -> str:
     return text
 
 
+def _storage_version(text: str) -> str:
+    if not re.fullmatch(r"v[0-9]+[.][0-9]+[.][0-9]+|latest", text):
+        raise InvalidValue("must be a DuckDB version such as v1.5.0, or latest")
+    return text
+
+
 def _addresses(text: str) -> tuple[str, ...]:
     addresses = tuple(part.strip() for part in text.split(",") if part.strip())
     if not all(re.fullmatch(r"[^@\s,]+@[^@\s,]+", address) for address in addresses):
@@ -142,6 +148,10 @@ STALE_AFTER_DAYS = Variable("BALANCES_ETL_STALE_AFTER_DAYS", "7",
 LOCK_TIMEOUT_SECONDS = Variable("BALANCES_ETL_LOCK_TIMEOUT_SECONDS", "600",
                                 "How long a load waits for another load to release the warehouse.",
                                 Number(float, unit="seconds"))
+WAREHOUSE_STORAGE_VERSION = Variable("BALANCES_ETL_WAREHOUSE_STORAGE_VERSION", "v1.5.0",
+                                     "DuckDB storage format a new warehouse file is created in (v1.5.0: DuckDB 1.5 and "
+                                     "later open it; latest: this DuckDB's own, which DuckDB 1.x cannot read). An existing "
+                                     "writer keeps its format until `balances-etl rebuild`.", _storage_version)
 DAGSTER_HOME = Variable("DAGSTER_HOME", "./dagster_home",
                         "Dagster instance: run history, schedules, concurrency pools.", _path)
 FRESHNESS_DEADLINE = Variable("BALANCES_ETL_FRESHNESS_DEADLINE", "02:00",
@@ -170,10 +180,11 @@ ALERT_SMTP_FROM = Variable("BALANCES_ETL_ALERT_SMTP_FROM", None,
 ALERT_SMTP_TO = Variable("BALANCES_ETL_ALERT_SMTP_TO", None,
                          "Recipients of alert e-mails, separated by commas (required with an SMTP host).", _addresses)
 _VARIABLES = (DATA_DIR, STORE_URL, SQL_DIR, START_DATE, LATENESS_HOURS, SCHEDULE_TIME, STALE_AFTER_DAYS, LOCK_TIMEOUT_SECONDS,
-              DAGSTER_HOME, FRESHNESS_DEADLINE, CATCHUP_EVERY_MINUTES, TRANSACTIONS_OVERLAP_DAYS, ALERT_WEBHOOK_URL, ALERT_SMTP_HOST,
+              WAREHOUSE_STORAGE_VERSION, DAGSTER_HOME, FRESHNESS_DEADLINE, CATCHUP_EVERY_MINUTES, TRANSACTIONS_OVERLAP_DAYS, ALERT_WEBHOOK_URL, ALERT_SMTP_HOST,
               ALERT_SMTP_PORT, ALERT_SMTP_STARTTLS, ALERT_SMTP_USER, ALERT_SMTP_PASSWORD, ALERT_SMTP_FROM, ALERT_SMTP_TO)
 # The storage layer's keyword default (balances_etl.storage.warehouse imports it).
 DEFAULT_STALE_AFTER_DAYS: int = STALE_AFTER_DAYS.default_value()  # type: ignore[assignment]
+DEFAULT_LOCK_TIMEOUT_SECONDS: float = LOCK_TIMEOUT_SECONDS.default_value()  # type: ignore[assignment]
 DEFAULT_TRANSACTIONS_OVERLAP = dt.timedelta(days=TRANSACTIONS_OVERLAP_DAYS.default_value())  # type: ignore[arg-type]
 
 

@@ -48,7 +48,7 @@ CREATE OR REPLACE MACRO decimal_units(x) AS
 -- BIGNUM count of 10^-18 -> exact DECIMAL(38,18), or NULL when it does not fit (38 digits at
 -- most): the integer's DECIMAL(38,0) times 10^-18 is the same integer read at scale 18, exactly.
 CREATE OR REPLACE MACRO units_decimal(u) AS
-    TRY_CAST(TRY_CAST(u AS HUGEINT) AS DECIMAL(38, 0)) * CAST('0.000000000000000001' AS DECIMAL(18, 18));
+    TRY_CAST(TRY_CAST(CAST(u AS VARCHAR) AS HUGEINT) AS DECIMAL(38, 0)) * CAST('0.000000000000000001' AS DECIMAL(18, 18));
 
 -- BIGNUM count of 10^-18 -> exact plain decimal text, whatever its size (no exponent, no trailing
 -- zeros): the digits padded to at least 19 (not lpad, which truncates longer strings), the last 18

@@ -22,7 +22,7 @@ from balances_etl.noah.endpoints import BALANCES, TRANSACTIONS
 from balances_etl.pipeline.observe import landed_transactions, observe_day
 from balances_etl.pipeline.snapshot import LandedDaySource, SnapshotFailed, blocking_failure_message
 from balances_etl.settings import PipelineSettings
-from balances_etl.storage.raw import RawIntegrityError, latest_raw_landing, raw_root
+from balances_etl.storage.raw import RawIntegrityError, landed_dates, latest_raw_landing
 from balances_etl.storage.warehouse import RebuildResult, load_partition, rebuild_from_parquet
 
 DayDone = Callable[[dt.date], None]
@@ -41,11 +41,9 @@ class Rebuilt:
 
 
 def landed_days(data_dir: Path, endpoint: str, start: dt.date | None, end: dt.date | None) -> list[dt.date]:
-    """The days with a complete raw landing of ``endpoint`` between ``start`` and ``end`` (inclusive)."""
-    root = raw_root(data_dir, endpoint)
-    days = sorted(dt.date.fromisoformat(d.name.removeprefix("snapshot_date=")) for d in root.glob("snapshot_date=*"))
-    return [day for day in days if (start is None or day >= start) and (end is None or day <= end)
-            and latest_raw_landing(data_dir, day, endpoint) is not None]
+    """The days with a complete raw landing of ``endpoint`` (here or in the store) from ``start`` to ``end``."""
+    return [day for day in landed_dates(data_dir, endpoint) if (start is None or day >= start)
+            and (end is None or day <= end) and latest_raw_landing(data_dir, day, endpoint) is not None]
 
 
 def rebuild(

@@ -205,10 +205,48 @@ def _json_default(value: object) -> str:
 
 
 def latest_raw_landing(data_dir: Path, snapshot_date: date, endpoint: str = BALANCES) -> Path | None:
-    """The newest complete landing of ``snapshot_date`` (by ``taken_at``), or None if there is none."""
+    """The newest complete landing of ``snapshot_date`` (by ``taken_at``), or None if there is none.
+    With an S3 store, a newer landing only the store holds (another machine's) is copied here first."""
     day_dir = raw_root(data_dir, endpoint) / f"snapshot_date={snapshot_date.isoformat()}"
     complete = [d for d in day_dir.glob("taken_at=*") if (d / MANIFEST_NAME).is_file()]
-    return max(complete, key=lambda d: d.name, default=None)
+    newest = max(complete, key=lambda d: d.name, default=None)
+    store = object_store()
+    if store is not None:
+        key = f"raw/{endpoint}/{day_dir.name}"
+        stored = [name for name in store.list(key) if name.startswith("taken_at=")
+                  and store.exists(f"{key}/{name}/{MANIFEST_NAME}")]  # a landing without its manifest is none
+        if stored and (newest is None or max(stored) > newest.name):
+            newest = _copy_landing_from_store(data_dir, endpoint, f"{key}/{max(stored)}", day_dir / max(stored))
+    return newest
+
+
+def landed_dates(data_dir: Path, endpoint: str = BALANCES) -> list[date]:
+    """Days with a landing here or (S3) in the store, oldest first; completeness is checked by
+    ``latest_raw_landing`` when the day is read."""
+    names = {d.name for d in raw_root(data_dir, endpoint).glob("snapshot_date=*")}
+    store = object_store()
+    if store is not None:
+        names |= {name for name in store.list(f"raw/{endpoint}") if name.startswith("snapshot_date=")}
+    return sorted(date.fromisoformat(name.removeprefix("snapshot_date=")) for name in names)
+
+
+def _copy_landing_from_store(data_dir: Path, endpoint: str, key: str, target: Path) -> Path:
+    """Download a landing (the manifest's pages, then the manifest) and move it into place in one rename."""
+    store = object_store()
+    assert store is not None
+    staging = raw_root(data_dir, endpoint) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
+    make_dirs_durable(staging)
+    try:
+        manifest = store.read(f"{key}/{MANIFEST_NAME}")
+        for entry in json.loads(manifest)["pages"]:
+            write_file_durably(staging / entry["file"], store.read(f"{key}/{entry['file']}"))
+        write_file_durably(staging / MANIFEST_NAME, manifest)
+        make_dirs_durable(target.parent)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def read_raw_manifest(landing: Path) -> RawManifest:

@@ -35,6 +35,7 @@ _CREDENTIAL_ERRORS = {"SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "ACCE
 _UNREACHABLE_ERRORS = {"NETWORK_CONNECTION", "REQUEST_TIMEOUT"}
 _CONNECT_TIMEOUT_SECONDS = 10.0
 _REQUEST_TIMEOUT_SECONDS = 60.0
+_CHUNK_BYTES = 8 << 20
 
 
 class StoreError(RuntimeError):
@@ -84,6 +85,29 @@ class ObjectStore:
             raise self.error(error, relative) from None
         if size != len(data):
             raise StoreError(f"{self.describe(relative)} holds {size} bytes after uploading {len(data)}")
+
+    def put_file(self, relative: str, source: Path) -> None:
+        """Upload a file to the key, streamed (a warehouse can be large), replacing the object: S3
+        shows the new object only once its upload completes, never half of it."""
+        size = source.stat().st_size
+        try:
+            with self.fs.open_output_stream(self.path(relative), metadata={}) as out, open(source, "rb") as data:
+                while chunk := data.read(_CHUNK_BYTES):
+                    out.write(chunk)
+            stored = self.fs.get_file_info(self.path(relative)).size
+        except OSError as error:
+            raise self.error(error, relative) from None
+        if stored != size:
+            raise StoreError(f"{self.describe(relative)} holds {stored} bytes after uploading {size}")
+
+    def get_file(self, relative: str, target: Path) -> None:
+        """Download the key into the new file ``target``, streamed."""
+        try:
+            with self.fs.open_input_stream(self.path(relative)) as source, open(target, "xb") as out:
+                while chunk := source.read(_CHUNK_BYTES):
+                    out.write(chunk)
+        except OSError as error:
+            raise self.error(error, relative) from None
 
     def read(self, relative: str) -> bytes:
         try:

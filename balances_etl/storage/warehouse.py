@@ -13,6 +13,7 @@ file keep reading a consistent old snapshot; every new connection sees the new o
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -27,7 +28,7 @@ from balances_etl.domain.names import Table
 from balances_etl.domain import transactions
 from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, Column
 from balances_etl.domain.transactions import KNOWN_SCHEMA, SyncMetadata
-from balances_etl.settings import DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR
+from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR, WAREHOUSE_STORAGE_VERSION, SettingsError
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
 from balances_etl.storage.parquet import (
@@ -37,6 +38,7 @@ from balances_etl.storage.parquet import (
     partition_path,
     partition_rows,
 )
+from balances_etl.storage.warehouse_store import behind_the_store, restore_published, upload_published
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 STATE_DIR = "state"
@@ -183,11 +185,13 @@ def load_partition(
     snapshot_date: date,
     sql_dir: Path,
     *,
-    lock_timeout_seconds: float = 600,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
 ) -> LoadResult:
     """Replace one day in the warehouse from its Parquet partition, and load the day's transactions
-    sync when one is published; refresh ledger and views, publish.
+    sync when one is published; refresh ledger and views, publish. With an S3 store, a working
+    directory without a warehouse starts from the store's, one behind the store's partitions is
+    rebuilt from them, and the published file is uploaded back (``storage.warehouse_store``).
 
     All-or-nothing: any failure (bad view, row-count or exactness mismatch, kill) leaves both the
     writer database and the published warehouse as they were. Safe to re-run.
@@ -197,10 +201,17 @@ def load_partition(
         raise FileNotFoundError(f"no Parquet partition for {snapshot_date}: {source}")
     synced = partition_path(data_dir, snapshot_date, TRANSACTION_SYNCS).exists()
     with _writer_lock(data_dir, lock_timeout_seconds):
+        restore_published(warehouse_path(data_dir), writer_path(data_dir))
         _seed_writer(data_dir)
-        written = _write(writer_path(data_dir), data_dir, sql_dir, [snapshot_date], stale_after_days,
-                         [snapshot_date] if synced else [])
+        if behind_the_store(writer_path(data_dir), snapshot_date):
+            with _replacing_database(writer_path(data_dir)) as tmp:
+                written = _write(tmp, data_dir, sql_dir, partition_dates(data_dir), stale_after_days,
+                                 partition_dates(data_dir, TRANSACTION_SYNCS))
+        else:
+            written = _write(writer_path(data_dir), data_dir, sql_dir, [snapshot_date], stale_after_days,
+                             [snapshot_date] if synced else [])
         publish_seconds = _publish(data_dir)
+        upload_published(warehouse_path(data_dir))
     return LoadResult(
         snapshot_date=snapshot_date,
         rows=written.rows,
@@ -218,7 +229,7 @@ def rebuild_from_parquet(
     data_dir: Path,
     sql_dir: Path,
     *,
-    lock_timeout_seconds: float = 600,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS,
 ) -> RebuildResult:
     """Recreate the writer database from every Parquet partition and publish it (disaster recovery).
@@ -234,6 +245,7 @@ def rebuild_from_parquet(
         with _replacing_database(writer_path(data_dir)) as tmp:
             written = _write(tmp, data_dir, sql_dir, days, stale_after_days, sync_days)
         publish_seconds = _publish(data_dir)
+        upload_published(warehouse_path(data_dir))
     return RebuildResult(
         rows=written.rows,
         partitions=written.partitions,
@@ -279,6 +291,9 @@ def transactions_day_summary(data_dir: Path, day: date) -> dict[str, int | None]
 @contextmanager
 def _published_syncs(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection | None]:
     """A read-only connection to the published warehouse when it holds the syncs' tables, else None."""
+    if not warehouse_path(data_dir).exists():
+        with _writer_lock(data_dir, DEFAULT_LOCK_TIMEOUT_SECONDS):
+            restore_published(warehouse_path(data_dir), writer_path(data_dir))
     if not warehouse_path(data_dir).exists():
         yield None
         return
@@ -340,6 +355,14 @@ def _seed_writer(data_dir: Path) -> None:
         clone_file(published, tmp)
 
 
+def _storage_version_option(database: Path) -> str:
+    """A new file gets the configured format, so DuckDB 1.x can open the published copy; an existing
+    one keeps its own (DuckDB refuses to lower it)."""
+    if database.exists():
+        return ""
+    return f", STORAGE_VERSION '{WAREHOUSE_STORAGE_VERSION.read(os.environ, SettingsError)}'"
+
+
 def _publish(data_dir: Path) -> float:
     """Copy (reflink when possible) the checkpointed writer over the published warehouse; returns seconds."""
     started = time.perf_counter()
@@ -359,7 +382,7 @@ def _write(
     syncs = {day: partition_path(data_dir, day, TRANSACTION_SYNCS).resolve() for day in sorted(sync_days)}
     expected_syncs = {day: partition_rows(path, TRANSACTION_SYNCS) for day, path in syncs.items()}
     views = sorted(sql_dir.glob("*.sql"))
-    con = _attached(database, f"ROW_GROUP_SIZE {_ROW_GROUP_ROWS}")
+    con = _attached(database, f"ROW_GROUP_SIZE {_ROW_GROUP_ROWS}{_storage_version_option(database)}")
     try:
         for create in _CREATE_TABLES:
             con.execute(create)
