@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow selftest dev bench clean
+.PHONY: install system-packages demo test test-slow selftest dev bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/balances-etl demo
 
-test: $(STAMP)
+# PostgreSQL and a Java runtime for the tests' real servers, from Debian's packages when missing.
+system-packages:
+	./scripts/system-packages.sh
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) system-packages
 	$(BIN)/python -m pytest -m slow
 
 selftest: $(STAMP)
