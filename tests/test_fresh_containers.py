@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from balances_etl.domain.names import View
+from balances_etl.operations.history import captures
 from s3server import S3Server, start_s3_server
 from tests.pipeline_support import DAY, Pipeline, wired_pipeline
 
@@ -90,6 +91,12 @@ def test_each_run_in_an_empty_directory_continues_the_history_from_the_store(
     rebuilt = stored_warehouse(s3, url, tmp_path / "after-four.duckdb")
     assert {row[0] for row in rebuilt["balance_snapshots"]} == set(DAYS)
     assert len(rebuilt["transaction_syncs"]) == 4
+
+    # What catch-up and `status` read in an empty directory: the watched days only, from the store.
+    watcher = in_a_fresh_container(installed, monkeypatch, "sensor")
+    assert sorted(captures(watcher, DAYS[2:] + [DAYS[-1] + dt.timedelta(days=1)])) == DAYS[2:]
+    assert sorted(p.parent.name for p in watcher.glob("parquet/balances/*/*.parquet")) == [
+        f"snapshot_date={day}" for day in DAYS[2:]]
 
     # The whole store replayed from its raw landings in yet another empty directory: the same warehouse.
     data_dir = in_a_fresh_container(installed, monkeypatch, "rebuild")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from balances_etl.domain.names import Orchestration
 from balances_etl.operations.days import Attempt, Capture, RunState
-from balances_etl.storage.parquet import partition_dates, partition_path
+from balances_etl.storage.parquet import partition_path, published_partition
 from balances_etl.storage.raw import latest_raw_landing, read_raw_manifest
 
 PARTITION_TAG = "dagster/partition"
@@ -37,12 +37,7 @@ _STATES = {
 
 def captures(data_dir: Path, days: Iterable[dt.date]) -> dict[dt.date, Capture]:
     """The published days among ``days``, with when their rows say the snapshot was taken."""
-    wanted = set(days)
-    found = {}
-    for day in partition_dates(data_dir):
-        if day in wanted:
-            found[day] = _capture(data_dir, day)
-    return found
+    return {day: _capture(data_dir, day) for day in sorted(set(days)) if published_partition(data_dir, day)}
 
 
 def _capture(data_dir: Path, day: dt.date) -> Capture:

@@ -224,10 +224,19 @@ def partition_file_metadata(path: Path) -> dict[str, str]:
     return {key.decode(): value.decode() for key, value in metadata.items()}
 
 
+def published_partition(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> Path | None:
+    """The day's partition file here (copied from an S3 store first when only the store has it), or
+    None if the day was never published: one day's cost, whatever the history's length."""
+    path = partition_path(data_dir, snapshot_date, dataset)
+    if path.exists() or _copy_from_store(path, partition_key(snapshot_date, dataset)):
+        return path
+    return None
+
+
 def read_partition(data_dir: Path, snapshot_date: date, dataset: Dataset = BALANCE_SNAPSHOTS) -> pd.DataFrame | None:
     """The day's rows with ``pd.ArrowDtype`` columns (exact decimals), or None if never published."""
-    path = partition_path(data_dir, snapshot_date, dataset)
-    if not path.exists() and not _copy_from_store(path, partition_key(snapshot_date, dataset)):
+    path = published_partition(data_dir, snapshot_date, dataset)
+    if path is None:
         return None
     table = pq.read_table(path)
     _check_schema(path, table.schema, dataset)
