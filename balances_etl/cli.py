@@ -140,10 +140,15 @@ def rebuild(*, from_raw: bool, start: dt.date | None, end: dt.date | None) -> in
 
     from balances_etl.pipeline.rebuild import RebuildError, rebuild as rebuild_warehouse
 
-    with tqdm(desc="days replayed from raw", unit="day", disable=not from_raw) as bar:
+    def step(what: str, day: dt.date) -> None:
+        bar.set_description(what, refresh=False)
+        bar.set_postfix_str(day.isoformat(), refresh=False)
+        bar.update(1)
+
+    with tqdm(desc="rebuild", unit="day") as bar:
         try:
             done = rebuild_warehouse(PipelineSettings.from_env(), from_raw=from_raw, start=start, end=end,
-                                     on_day=lambda day: bar.update(1) or bar.set_postfix_str(day.isoformat()))
+                                     progress=step)
         except ValueError as err:  # the options, before anything is touched
             print(str(err), file=sys.stderr)
             return EXIT_CONFIG

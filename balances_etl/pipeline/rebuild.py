@@ -22,10 +22,12 @@ from balances_etl.noah.endpoints import BALANCES, TRANSACTIONS
 from balances_etl.pipeline.observe import landed_transactions, observe_day
 from balances_etl.pipeline.snapshot import LandedDaySource, SnapshotFailed, blocking_failure_message
 from balances_etl.settings import PipelineSettings
+from balances_etl.storage.parquet import BALANCE_SNAPSHOTS, TRANSACTION_SYNCS, published_partition, stored_partition_dates
 from balances_etl.storage.raw import RawIntegrityError, landed_dates, latest_raw_landing
 from balances_etl.storage.warehouse import RebuildResult, load_partition, rebuild_from_parquet
 
 DayDone = Callable[[dt.date], None]
+Progress = Callable[[str, dt.date], None]  # (what was done, the day it was done for)
 
 
 class RebuildError(RuntimeError):
@@ -48,11 +50,12 @@ def landed_days(data_dir: Path, endpoint: str, start: dt.date | None, end: dt.da
 
 def rebuild(
     settings: PipelineSettings, *, from_raw: bool = False, start: dt.date | None = None,
-    end: dt.date | None = None, on_day: DayDone | None = None,
+    end: dt.date | None = None, progress: Progress | None = None,
 ) -> Rebuilt:
     """Rebuild ``warehouse.duckdb`` from the Parquet store; with ``from_raw``, first replay the raw
-    landings of the days from ``start`` to ``end`` into their partitions. ``on_day`` is told of each
-    replayed day (a progress bar)."""
+    landings of the days from ``start`` to ``end`` into their partitions. ``progress`` is told of each
+    day replayed and each partition made ready here (copied from an S3 store when only it has it)."""
+    report: Progress = progress or (lambda _what, _day: None)
     started = time.perf_counter()
     data_dir = settings.data_dir
     warehouse = {"lock_timeout_seconds": settings.lock_timeout_seconds, "stale_after_days": settings.stale_after_days}
@@ -61,15 +64,20 @@ def rebuild(
     if from_raw:
         days = landed_days(data_dir, BALANCES.name, start, end)
         syncs = landed_days(data_dir, TRANSACTIONS.name, start, end)
-        _replay(data_dir, days, set(syncs), on_day, lambda day: load_partition(data_dir, day, settings.sql_dir, **warehouse))
+        _replay(data_dir, days, set(syncs), lambda day: report("replayed from raw", day),
+                lambda day: load_partition(data_dir, day, settings.sql_dir, **warehouse))
     elif start is not None or end is not None:
         raise ValueError("--start and --end choose the days replayed from raw landings: use them with --from-raw "
                          "(the warehouse itself is always rebuilt whole from the Parquet store)")
+    for dataset in (BALANCE_SNAPSHOTS, TRANSACTION_SYNCS):
+        for day in stored_partition_dates(data_dir, dataset):
+            published_partition(data_dir, day, dataset)
+            report(f"{dataset.name} partition ready", day)
     result = rebuild_from_parquet(data_dir, settings.sql_dir, **warehouse)
     return Rebuilt(days, syncs, result, time.perf_counter() - started)
 
 
-def _replay(data_dir: Path, days: list[dt.date], syncs: set[dt.date], on_day: DayDone | None, load: DayDone) -> None:
+def _replay(data_dir: Path, days: list[dt.date], syncs: set[dt.date], replayed: DayDone, load: DayDone) -> None:
     run_id = f"rebuild-{uuid.uuid4()}"
     for day in sorted(set(days) | syncs):
         try:
@@ -84,5 +92,4 @@ def _replay(data_dir: Path, days: list[dt.date], syncs: set[dt.date], on_day: Da
             raise RebuildError(blocking_failure_message(day, observed.snapshot.blocking_failures))
         if day in syncs:
             load(day)  # the next sync is checked against this one
-        if on_day is not None:
-            on_day(day)
+        replayed(day)

@@ -90,17 +90,20 @@ def partition_path(data_dir: Path, snapshot_date: date, dataset: Dataset = BALAN
 def partition_dates(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> list[date]:
     """Days with a published partition, oldest first; with an S3 store, those it holds, each copied
     into the working copy when missing here (so the warehouse can be rebuilt on a new machine)."""
+    days = stored_partition_dates(data_dir, dataset)
+    for day in days:
+        published_partition(data_dir, day, dataset)
+    return days
+
+
+def stored_partition_dates(data_dir: Path, dataset: Dataset = BALANCE_SNAPSHOTS) -> list[date]:
+    """Days with a published partition in the store (S3, or here), oldest first, without copying any."""
     store = object_store()
     if store is not None:
-        days = [date.fromisoformat(name.removeprefix("snapshot_date="))
-                for name in store.list(f"parquet/{dataset.name}") if name.startswith("snapshot_date=")]
-        for day in days:
-            path = partition_path(data_dir, day, dataset)
-            if not path.exists():
-                _copy_from_store(path, partition_key(day, dataset))
-        return sorted(days)
-    files = parquet_root(data_dir, dataset).glob(f"snapshot_date=*/{PARTITION_FILE}")
-    return sorted(date.fromisoformat(f.parent.name.removeprefix("snapshot_date=")) for f in files)
+        names = [name for name in store.list(f"parquet/{dataset.name}") if name.startswith("snapshot_date=")]
+    else:
+        names = [f.parent.name for f in parquet_root(data_dir, dataset).glob(f"snapshot_date=*/{PARTITION_FILE}")]
+    return sorted(date.fromisoformat(name.removeprefix("snapshot_date=")) for name in names)
 
 
 def publish_partition(

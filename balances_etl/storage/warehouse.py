@@ -203,7 +203,7 @@ def load_partition(
     with _writer_lock(data_dir, lock_timeout_seconds):
         restore_published(warehouse_path(data_dir), writer_path(data_dir))
         _seed_writer(data_dir)
-        if behind_the_store(writer_path(data_dir), snapshot_date):
+        if behind_the_store(data_dir, writer_path(data_dir), snapshot_date):
             with _replacing_database(writer_path(data_dir)) as tmp:
                 written = _write(tmp, data_dir, sql_dir, partition_dates(data_dir), stale_after_days,
                                  partition_dates(data_dir, TRANSACTION_SYNCS))

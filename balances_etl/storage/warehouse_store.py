@@ -17,7 +17,7 @@ import duckdb
 
 from balances_etl.domain.names import Table
 from balances_etl.storage.files import atomic_replace, make_dirs_durable
-from balances_etl.storage.parquet import BALANCE_SNAPSHOTS, TRANSACTION_SYNCS, Dataset
+from balances_etl.storage.parquet import BALANCE_SNAPSHOTS, TRANSACTION_SYNCS, stored_partition_dates
 from balances_etl.storage.store import object_store
 
 WAREHOUSE_KEY = "warehouse.duckdb"  # under the store's prefix, beside raw/ and parquet/
@@ -42,13 +42,14 @@ def upload_published(published: Path) -> None:
         store.put_file(WAREHOUSE_KEY, published)
 
 
-def behind_the_store(writer: Path, day: date) -> bool:
+def behind_the_store(data_dir: Path, writer: Path, day: date) -> bool:
     """Whether the store holds a partition of a day other than ``day`` that the writer lacks (always
     False with a local store, where the writer and the partitions live together)."""
     store = object_store()
     if store is None:
         return False
-    stored = {dataset: _stored_days(dataset) - {day} for dataset in (BALANCE_SNAPSHOTS, TRANSACTION_SYNCS)}
+    stored = {dataset: set(stored_partition_dates(data_dir, dataset)) - {day}
+              for dataset in (BALANCE_SNAPSHOTS, TRANSACTION_SYNCS)}
     if not any(stored.values()):
         return False
     if not writer.exists():
@@ -61,10 +62,3 @@ def behind_the_store(writer: Path, day: date) -> bool:
             for dataset, table in ((BALANCE_SNAPSHOTS, Table.BALANCE_SNAPSHOTS), (TRANSACTION_SYNCS, Table.TRANSACTION_SYNCS))
         }
     return any(stored[dataset] - loaded[dataset] for dataset in stored)
-
-
-def _stored_days(dataset: Dataset) -> set[date]:
-    store = object_store()
-    assert store is not None
-    names = store.list(f"parquet/{dataset.name}")
-    return {date.fromisoformat(name.removeprefix("snapshot_date=")) for name in names if name.startswith("snapshot_date=")}
