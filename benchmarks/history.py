@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.data import items_table
 
 
-def _publish_days(data_dir: str, days: list[dt.date], items_per_day: int) -> int:
+def publish_days(data_dir: str, days: list[dt.date], items_per_day: int) -> int:
     from balances_etl.storage.parquet import publish_partition
     from balances_etl.transforms.normalize import normalize_snapshot
 
@@ -37,7 +37,7 @@ def build_history(data_dir: Path, sql_dir: Path, last_day: dt.date, days: int, i
     chunks = [all_days[i::workers] for i in range(workers)]
     started = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        published = sum(pool.map(_publish_days, [str(data_dir)] * workers, chunks, [items_per_day] * workers))
+        published = sum(pool.map(publish_days, [str(data_dir)] * workers, chunks, [items_per_day] * workers))
     partitions_seconds = time.perf_counter() - started
 
     from balances_etl.storage.warehouse import rebuild_from_parquet

@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.run            # the documented run (10-12 min on 2 cores)
     .venv/bin/python -m benchmarks.run --quick    # smaller sizes, fewer repeats, for iteration
     .venv/bin/python -m benchmarks.run --only extraction normalize
+    .venv/bin/python -m benchmarks.run --only transactions   # not in the default run: minutes at 1M
 
 Prints a table (each figure, its target, PASS/MISS) and writes ``benchmarks/results/latest.json``.
 Every figure is a median of several runs taken side by side (interleaved) in this invocation,
@@ -37,7 +38,8 @@ from benchmarks.common import (
     yesterday_utc,
 )
 
-SECTIONS = ("extraction", "normalize", "daily", "history", "reconciliation")
+SECTIONS = ("extraction", "normalize", "daily", "history", "reconciliation", "transactions")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # a million-transaction sync takes minutes: only with --only transactions
 RESULTS_DIR = REPO / "benchmarks" / "results"
 MB = 1024 * 1024
 
@@ -54,10 +56,13 @@ class Sizes:
     history_items_per_day: int
     history_repeats: int
     query_repeats: int
+    transactions_known: int
+    transactions_new: int
+    transactions_repeats: int
 
 
-FULL = Sizes(100_000, 9, 1_000_000, 7, 100_000, 9, 1_094, 1_000, 7, 7)
-QUICK = Sizes(20_000, 3, 200_000, 3, 20_000, 2, 90, 1_000, 2, 3)
+FULL = Sizes(100_000, 9, 1_000_000, 7, 100_000, 9, 1_094, 1_000, 7, 7, 1_000_000, 1_000, 3)
+QUICK = Sizes(20_000, 3, 200_000, 3, 20_000, 2, 90, 1_000, 2, 3, 100_000, 1_000, 2)
 
 
 @dataclass
@@ -425,6 +430,72 @@ def _snapshot_days(data_dir: Path) -> int:
         con.close()
 
 
+# 7. Transactions: a first sync of everything, then a daily incremental one -----------------------
+
+
+def bench_transactions(sizes: Sizes, root: Path, keys: tuple[bytes, bytes], report: Report) -> None:
+    from balances_etl.storage.warehouse import load_partition
+    from benchmarks.data import transaction_items
+    from benchmarks.history import publish_days
+
+    known, new = sizes.transactions_known, sizes.transactions_new
+    per_day = new  # the history was built at the daily rate the incremental sync sees
+    first_day = yesterday_utc() - dt.timedelta(days=1)
+    newest_known = dt.datetime.combine(first_day, dt.time(23, 0), tzinfo=dt.UTC)
+    workdir = root / "transactions"
+    workdir.mkdir()
+    data_dir = workdir / "data"
+    _progress(f"transactions: generating {known:,} + {new:,} transactions")
+    listing = transaction_items(known, newest_known, per_day)
+    listing += transaction_items(new, newest_known + dt.timedelta(days=1), per_day, first_id=known)
+    with emulator(*keys, workdir, item_count=1) as (sandbox, noah_env):
+        noah = ["--base-url", noah_env["NOAH_BASE_URL"], "--api-key", noah_env["NOAH_API_KEY"],
+                "--key-path", noah_env["NOAH_SIGNING_KEY_PATH"], "--endpoint", "transactions",
+                "--data-dir", str(data_dir), "--repeats", str(sizes.transactions_repeats)]
+
+        def worker(name: str, day: dt.date, *extra: str) -> dict:
+            run = run_child([PYTHON, "-m", "benchmarks.workers", "extract", *noah, "--day", day.isoformat(), *extra],
+                            env=_child_env({}), cwd=REPO, log_dir=workdir / name)
+            return child_json(run, f"transactions {name} worker")
+
+        sandbox.configure(transaction_items=listing[:known])
+        _progress(f"transactions: first sync of {known:,} vs floor, {sizes.transactions_repeats} interleaved runs each")
+        first = worker("first-sync", first_day, "--first-sync")
+        _progress("transactions: loading the first sync into the warehouse")
+        publish_days(str(data_dir), [first_day], 1)  # loads are per balance day
+        load_partition(data_dir, first_day, REPO / "sql")
+        sandbox.configure(transaction_items=listing)
+        del listing
+        _progress(f"transactions: incremental sync of {new:,} new over {known:,} known vs floor, "
+                  f"{sizes.transactions_repeats} interleaved runs each")
+        daily = worker("incremental", first_day + dt.timedelta(days=1))
+    report.samples["transactions"] = {"first_sync": first, "incremental": daily}
+    sync, floor = median(first["wall"]["client"]), median(first["wall"]["floor"])
+    ratio = paired_ratio(first["wall"]["client"], first["wall"]["floor"])
+    peak = first["peak_rss"] / MB
+    report.add(
+        Figure("transactions", f"first sync ({first['items']:,} transactions, {first['pages']:,} pages): rows/s",
+               first["items"] / sync, "rows/s"),
+        Figure("transactions", "floor: items/s", first["items"] / floor, "items/s"),
+        Figure("transactions", "first sync / floor wall time", ratio, "x", "<= 1.10x", _target(ratio, 1.10)),
+        Figure("transactions", "first sync / floor CPU time (sync process)",
+               paired_ratio(first["cpu"]["client"], first["cpu"]["floor"]), "x"),
+        Figure("transactions", "first sync: peak RSS of the process", peak, "MB",
+               "< 1,536 MB" if known >= 1_000_000 else "", _target(peak, 1536) if known >= 1_000_000 else None,
+               note="the worker process: the syncs and the floor runs, which keep nothing"),
+    )
+    ratio = paired_ratio(daily["wall"]["client"], daily["wall"]["floor"])
+    report.add(
+        Figure("transactions", f"incremental sync: {new:,} new over {known:,} known: wall time",
+               median(daily["wall"]["client"]), "s",
+               note=f"{daily['items']:,} items on {daily['pages']} pages: the new and the 3-day overlap"),
+        Figure("transactions", "floor fetching the same pages", median(daily["wall"]["floor"]), "s"),
+        Figure("transactions", "incremental sync / floor wall time", ratio, "x", "<= 1.2x", _target(ratio, 1.2)),
+        Figure("transactions", "incremental sync / floor CPU time",
+               paired_ratio(daily["cpu"]["client"], daily["cpu"]["floor"]), "x"),
+    )
+
+
 # Output ----------------------------------------------------------------------------------------
 
 
@@ -461,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start_spawner()  # first, while this process is small: see benchmarks/spawner.py
     sizes = QUICK if args.quick else FULL
-    sections = [] if args.queries_over else args.only or list(SECTIONS)
+    sections = [] if args.queries_over else args.only or list(DEFAULT_SECTIONS)
     with_dlt = not args.no_dlt
     if with_dlt and "daily" in sections:
         try:
@@ -485,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_daily(sizes, root, keys, report, with_dlt, args.profile)
         if "history" in sections or "reconciliation" in sections:
             bench_history(sizes, root, keys, report, with_queries="reconciliation" in sections)
+        if "transactions" in sections:
+            bench_transactions(sizes, root, keys, report)
         if args.queries_over:
             bench_queries(sizes, args.queries_over, _snapshot_days(args.queries_over), report)
     finally:

@@ -35,19 +35,24 @@ def extract(args: argparse.Namespace) -> dict:
     pem = Path(args.key_path).read_bytes()
     private_key = load_pem_private_key(pem, password=None)
     config = NoahConfig(api_key=args.api_key, signing_key=private_key, base_url=args.base_url, page_size=100)
+    finish = None
+    if args.endpoint == "transactions":
+        client, floor, finish = _transactions_variants(args, config, private_key)
+    else:
+        def client() -> tuple[int, int]:
+            with NoahClient(config) as noah:
+                snapshot = noah.fetch(BALANCES)
+            return snapshot.stats.pages, len(snapshot.columns)
 
-    def client() -> tuple[int, int]:
-        with NoahClient(config) as noah:
-            snapshot = noah.fetch(BALANCES)
-        return snapshot.stats.pages, len(snapshot.columns)
-
-    def floor() -> tuple[int, int]:
-        return fetch_all_floor(args.base_url, args.api_key, private_key)
+        def floor() -> tuple[int, int]:
+            return fetch_all_floor(args.base_url, args.api_key, private_key)
 
     variants = {"client": client, "floor": floor}
     if args.floor_only:  # one cold run of the floor, as a daily run is cold
         variants = {"floor": floor}
         shape = {"floor": (0, 0)}
+    elif args.endpoint == "transactions":  # a million-item warm-up costs a round: each round checks instead
+        shape = {}
     else:
         shape = {name: run() for name, run in variants.items()}  # warm-up: connections, caches, imports
         if shape["client"] != shape["floor"]:
@@ -57,11 +62,62 @@ def extract(args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         for name, run in variants.items():
             cpu_started, started = time.process_time(), time.perf_counter()
-            run()
+            seen = run()
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - cpu_started)
+            if shape.setdefault(name, seen) != seen:
+                raise SystemExit(f"{name} read {seen}, earlier {shape[name]}")
+        if not args.floor_only and shape["client"] != shape["floor"]:
+            raise SystemExit(f"client and floor disagree on the snapshot: {shape}")
+    if finish is not None:
+        finish()
     pages, items = shape.get("client", shape["floor"])
-    return {"pages": pages, "items": items, "wall": wall, "cpu": cpu}
+    return {"pages": pages, "items": items, "wall": wall, "cpu": cpu, "peak_rss": _peak_rss_bytes()}
+
+
+def _transactions_variants(args: argparse.Namespace, config: object, private_key: object) -> tuple:
+    """The real transactions sync of ``--day`` into ``--data-dir`` (with ``--first-sync``, each into
+    an empty directory beside it, the last one left as ``--data-dir`` by ``finish``, untimed; else on
+    top of what its warehouse knows), and the floor reading the same pages: all of them, or down to
+    the first lying entirely before the sync's horizon."""
+    import itertools
+    import shutil
+
+    from balances_etl.noah import TRANSACTIONS, NoahClient
+    from balances_etl.pipeline.transactions_sync import NoahTransactionsSource, sync_horizon, sync_transactions
+    from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP
+    from balances_etl.storage.warehouse import previous_transaction_sync
+    from benchmarks.floor import fetch_all_floor
+
+    data_dir, day = Path(args.data_dir), dt.date.fromisoformat(args.day)
+    now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 11), tzinfo=dt.UTC)  # the daily run's instant
+    horizon = None if args.first_sync else sync_horizon(previous_transaction_sync(data_dir, day), DEFAULT_TRANSACTIONS_OVERLAP)
+    runs = itertools.count()
+    targets: list[Path] = []
+
+    def client() -> tuple[int, int]:
+        run = next(runs)
+        target = data_dir.with_name(f"{data_dir.name}-{run}") if args.first_sync else data_dir
+        targets.append(target)
+        with NoahClient(config) as noah:
+            sync = sync_transactions(NoahTransactionsSource(noah, now), target, day, run_id=f"{run:08d}")
+        return sync.pages, sync.rows
+
+    def finish() -> None:
+        if args.first_sync:
+            *earlier, last = targets
+            for target in earlier:
+                shutil.rmtree(target)
+            last.rename(data_dir)
+
+    def before_horizon(items: list[dict]) -> bool:
+        return bool(items) and all(dt.datetime.fromisoformat(item["Created"]) < horizon for item in items)
+
+    def floor() -> tuple[int, int]:
+        return fetch_all_floor(args.base_url, args.api_key, private_key, path=TRANSACTIONS.path, query=TRANSACTIONS.query,
+                               stop_after=None if horizon is None else before_horizon)
+
+    return client, floor, finish
 
 
 def normalize(args: argparse.Namespace) -> dict:
@@ -145,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--key-path", required=True)
     ex.add_argument("--repeats", type=int, default=5)
     ex.add_argument("--floor-only", action="store_true", help="only the floor, no warm-up run")
+    ex.add_argument("--endpoint", choices=["balances", "transactions"], default="balances")
+    ex.add_argument("--data-dir", help="transactions: the sync's data directory")
+    ex.add_argument("--day", help="transactions: the day synced (YYYY-MM-DD)")
+    ex.add_argument("--first-sync", action="store_true", help="transactions: each sync starts from an empty data dir")
     no = commands.add_parser("normalize")
     no.add_argument("--input", required=True)
     no.add_argument("--mode", choices=["timing", "project", "floor", "project_with_checks"], default="timing")

@@ -320,8 +320,7 @@ class NoahSandbox:
         direction = query.get("SortDirection", "DESC")
         if direction not in SORT_DIRECTIONS:
             raise ValueError(f"SortDirection must be one of {list(SORT_DIRECTIONS)}")
-        listing = self._config.transactions(self.environment)
-        return _Listing(listing if direction == "ASC" else listing[::-1])
+        return _Listing(self._config.transactions(self.environment), newest_first=direction == "DESC")
 
     def _answer_list(
         self, exchange: _Answering, headers: Message, path: str, items_for: Callable[[dict[str, str]], BalanceSource]
@@ -369,15 +368,23 @@ class NoahSandbox:
 
 @dataclass(frozen=True)
 class _Listing:
-    """A transactions listing in the order asked for, served page by page (copies: the listing is cached)."""
+    """A transactions listing (oldest first) in the order asked for, served page by page (copies: the
+    listing is cached). Newest first slices from the end: reversing a million items per page would
+    cost more than the page."""
 
     items: tuple[object, ...]
+    newest_first: bool
 
     def __len__(self) -> int:
         return len(self.items)
 
     def slice(self, start: int, stop: int) -> list[object]:
-        return [copy.copy(item) for item in self.items[max(start, 0):stop]]
+        if self.newest_first:
+            count = len(self.items)
+            chosen = self.items[max(count - stop, 0):max(count - max(start, 0), 0)][::-1]
+        else:
+            chosen = self.items[max(start, 0):stop]
+        return [copy.copy(item) for item in chosen]
 
 
 class _Handler(BaseHTTPRequestHandler):
