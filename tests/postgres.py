@@ -28,6 +28,9 @@ from pathlib import Path
 
 import pytest
 
+# util-linux's, in /usr/sbin: a non-login root shell's PATH may not hold it.
+_RUNUSER = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin{os.pathsep}/sbin") or "runuser"
+
 SERVER_USER = "nobody"  # who runs the server when the tests run as root
 SUPERUSER = "balances_etl"
 MISSING = (
@@ -74,7 +77,7 @@ class PostgresServer:
 
     def command(self, tool: str, *args: str) -> list[str]:
         argv = [str(self.bin_dir / tool), *args]
-        return ["runuser", "-u", self.as_user, "--", *argv] if self.as_user else argv
+        return [_RUNUSER, "-u", self.as_user, "--", *argv] if self.as_user else argv
 
     def run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(self.command(tool, *args), capture_output=True, text=True, timeout=timeout,
