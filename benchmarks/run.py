@@ -528,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary working directory")
     parser.add_argument("--queries-over", type=Path, metavar="DATA_DIR",
                         help="time only the reconciliation queries over this data directory's warehouse "
-                             "(e.g. a history kept with --keep), without building one")
+                             "(e.g. a history kept with --keep, or one built by `python -m benchmarks.history "
+                             "--transactions-per-day 1000 --out DIR`, which also syncs transactions), without "
+                             "building one")
     args = parser.parse_args(argv)
     start_spawner()  # first, while this process is small: see benchmarks/spawner.py
     sizes = QUICK if args.quick else FULL

@@ -48,10 +48,10 @@ def extract(args: argparse.Namespace) -> dict:
             return fetch_all_floor(args.base_url, args.api_key, private_key)
 
     variants = {"client": client, "floor": floor}
-    if args.floor_only:  # one cold run of the floor, as a daily run is cold
-        variants = {"floor": floor}
-        shape = {"floor": (0, 0)}
-    elif args.endpoint == "transactions":  # a million-item warm-up costs a round: each round checks instead
+    if args.floor_only or args.endpoint == "transactions":
+        # the floor alone: one cold run, as a daily run is cold; transactions: a million-item warm-up
+        # costs a round, so each round checks instead
+        variants = {"floor": floor} if args.floor_only else variants
         shape = {}
     else:
         shape = {name: run() for name, run in variants.items()}  # warm-up: connections, caches, imports
@@ -86,12 +86,15 @@ def _transactions_variants(args: argparse.Namespace, config: object, private_key
     from balances_etl.noah import TRANSACTIONS, NoahClient
     from balances_etl.pipeline.transactions_sync import NoahTransactionsSource, sync_horizon, sync_transactions
     from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP
-    from balances_etl.storage.warehouse import previous_transaction_sync
+    from balances_etl.storage.transaction_reads import previous_transaction_sync, published_syncs
     from benchmarks.floor import fetch_all_floor
 
     data_dir, day = Path(args.data_dir), dt.date.fromisoformat(args.day)
     now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 11), tzinfo=dt.UTC)  # the daily run's instant
-    horizon = None if args.first_sync else sync_horizon(previous_transaction_sync(data_dir, day), DEFAULT_TRANSACTIONS_OVERLAP)
+    horizon = None
+    if not args.first_sync:
+        with published_syncs(data_dir) as syncs:
+            horizon = sync_horizon(previous_transaction_sync(syncs, day), DEFAULT_TRANSACTIONS_OVERLAP)
     runs = itertools.count()
     targets: list[Path] = []
 

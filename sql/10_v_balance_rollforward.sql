@@ -33,12 +33,15 @@
 --
 -- Sums are exact whatever their size: transaction amounts are summed as BIGNUM counts of 10^-18
 -- (DuckDB's sum() over DECIMAL(38,18) raises "Overflow in HUGEINT" past 10^20) by the macros below,
--- which v_pending_explained, v_daily_balances and sql/queries/breaks_on_dates.sql use too; only
--- those sums, proportional to the transactions, are BIGNUM. Each window's arithmetic is DECIMAL
--- under TRY (NULL on overflow), with the exact BIGNUM figure only where an intermediate overflows,
--- so the cost over years of history is one pass over v_balance_changes.
--- The daily reconciliation restates this view for two dates in sql/queries/breaks_on_dates.sql:
--- change the status rules or the unexplained detail here, change them there too.
+-- which v_pending_explained and v_daily_balances use too; only those sums, proportional to the
+-- transactions, are BIGNUM. Each window's arithmetic is DECIMAL under TRY (NULL on overflow), with
+-- the exact BIGNUM figure only where an intermediate overflows.
+--
+-- The rows are computed by the table macro rollforward_since(since) below (the windows closing on or
+-- after since, from only the rows and transactions they need) and stored by every load in the table
+-- rollforward_windows for the windows it can change (balances_etl/storage/reconciliation_rows.py); the
+-- view reads that table, so years of windows come back without summing every transaction again. A
+-- property test holds the stored rows equal to rollforward_since over all history after every load.
 
 -- DECIMAL(38,18) -> exact BIGNUM count of 10^-18 (NULL stays NULL). DECIMAL(38,18) prints with
 -- exactly 18 fraction digits, so dropping the point is the scaled integer.
@@ -63,30 +66,73 @@ CREATE OR REPLACE MACRO units_text(u) AS
 -- trailing zeros, then a bare point, are dropped (the same text as units_text(decimal_units(x))).
 CREATE OR REPLACE MACRO decimal_text(x) AS rtrim(rtrim(CAST(CAST(x AS DECIMAL(38, 18)) AS VARCHAR), '0'), '.');
 
-CREATE OR REPLACE VIEW v_balance_rollforward AS
-WITH synced_days AS (
+CREATE OR REPLACE MACRO rollforward_since(since) AS TABLE
+WITH params AS (
+    SELECT CAST(since AS DATE) AS since_day
+),
+synced_days AS (
     SELECT DISTINCT snapshot_date FROM transaction_syncs
 ),
--- the key's consecutive snapshots, from the same pass as v_balance_changes
-windows AS (
+-- Only the rows a window closing on or after since needs: per key, from its second-latest snapshot
+-- before since (the window before the first one emitted decides whether that one is half of a timing
+-- pair); a key without one from since on. With since the earliest date, every row.
+cutoffs AS (
     SELECT
         account_type,
         crypto_currency,
-        prev_snapshot_date AS period_start_date,
-        snapshot_date AS period_end_date,
-        prev_total AS opening_text,
-        prev_total_amount AS opening_total,
-        total AS closing_text,
-        total_amount AS closing_total
-    FROM v_balance_changes
-    WHERE prev_snapshot_date IS NOT NULL
+        coalesce(
+            max(snapshot_date, 2) FILTER (WHERE snapshot_date < since_day)[2],
+            max(snapshot_date, 2) FILTER (WHERE snapshot_date < since_day)[1],
+            since_day
+        ) AS cutoff
+    FROM balance_snapshots, params
+    GROUP BY account_type, crypto_currency, since_day
 ),
--- the sync day on which each transaction was first observed Settled
-first_settled AS (
+key_rows AS (
+    SELECT b.*
+    FROM balance_snapshots AS b
+    JOIN cutoffs AS c USING (account_type, crypto_currency)
+    WHERE b.snapshot_date >= c.cutoff
+),
+-- flows settled on or before every key's cutoff belong to no window computed here
+low AS (
+    SELECT coalesce((SELECT min(cutoff) FROM cutoffs), since_day) AS day FROM params
+),
+-- the key's consecutive snapshots
+windows AS (
+    SELECT *
+    FROM (
+        SELECT
+            account_type,
+            crypto_currency,
+            lag(snapshot_date) OVER key_history AS period_start_date,
+            snapshot_date AS period_end_date,
+            lag(total) OVER key_history AS opening_text,
+            lag(total_amount) OVER key_history AS opening_total,
+            total AS closing_text,
+            total_amount AS closing_total
+        FROM key_rows
+        WINDOW key_history AS (PARTITION BY account_type, crypto_currency ORDER BY snapshot_date)
+    )
+    WHERE period_start_date IS NOT NULL
+),
+-- the sync day on which each transaction was first observed Settled, for those first observed
+-- Settled after low
+settled_after_low AS (
     SELECT transaction_id, min(snapshot_date) AS settled_seen_on
     FROM transaction_status_history
-    WHERE status = 'Settled'
+    WHERE status = 'Settled' AND snapshot_date > (SELECT day FROM low)
     GROUP BY transaction_id
+),
+first_settled AS (
+    SELECT *
+    FROM settled_after_low
+    WHERE transaction_id NOT IN (
+        SELECT transaction_id
+        FROM transaction_status_history
+        WHERE status = 'Settled' AND snapshot_date <= (SELECT day FROM low)
+            AND transaction_id IN (SELECT transaction_id FROM settled_after_low)
+    )
 ),
 -- per currency and sync day, as exact BIGNUM sums
 daily_flows AS (
@@ -135,7 +181,7 @@ window_flows AS (
         sum(f.too_wide) AS too_wide,
         min(f.too_wide_example) AS too_wide_example
     FROM daily_flows AS f
-    ASOF JOIN (SELECT account_type, crypto_currency, snapshot_date FROM balance_snapshots WHERE account_type = 'Current') AS b
+    ASOF JOIN (SELECT account_type, crypto_currency, snapshot_date FROM key_rows WHERE account_type = 'Current') AS b
         ON f.crypto_currency = b.crypto_currency AND f.settled_seen_on <= b.snapshot_date
     GROUP BY b.account_type, b.crypto_currency, b.snapshot_date
 ),
@@ -273,4 +319,13 @@ SELECT
                 ELSE '; look for a movement without a transaction, or a transaction GET /v1/transactions did not return'
             END
     END AS detail
-FROM final;
+FROM final
+WHERE period_end_date >= (SELECT since_day FROM params);
+
+-- What v_balance_rollforward shows: every window's row, stored by each load for the windows it can
+-- change (balances_etl/storage/reconciliation_rows.py) from rollforward_since above, so that reading years of
+-- windows does not sum every transaction again. Created empty here the first time.
+CREATE TABLE IF NOT EXISTS rollforward_windows AS SELECT * FROM rollforward_since(DATE '9999-12-31');
+
+CREATE OR REPLACE VIEW v_balance_rollforward AS
+SELECT * FROM rollforward_windows;

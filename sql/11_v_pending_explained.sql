@@ -24,7 +24,7 @@
 --                    transaction settled between the balance fetch and the sync (still Pending in
 --                    the balance, already Settled in the sync)
 --   unexplained      anything else (the pending_unexplained break)
--- sql/queries/breaks_on_dates.sql restates this for two dates: change one, change the other.
+-- sql/queries/history_breaks_on_dates.sql restates this for two dates: change one, change the other.
 CREATE OR REPLACE VIEW v_pending_explained AS
 WITH synced_days AS (
     SELECT DISTINCT snapshot_date FROM transaction_syncs

@@ -66,7 +66,7 @@ def _normalized(snapshot_date: dt.date, balances: Sequence[Balance]) -> pd.DataF
 
 # --- transactions: an in-memory warehouse with balances, syncs and their derived tables ----------
 
-TRANSACTIONS_DDL = PROJECT_ROOT / "sql" / "tables" / "transactions.sql"
+DERIVED_TABLES_DIR = PROJECT_ROOT / "sql" / "tables"
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def transaction_warehouse(
     from balances_etl.domain import transactions
     from balances_etl.domain.balances import ARROW_SCHEMA
     from balances_etl.domain.names import Table
+    from balances_etl.storage import reconciliation_rows
     from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
     from balances_etl.storage.warehouse import _create_table
 
@@ -119,7 +120,8 @@ def transaction_warehouse(
     replace_ledger_table(con, ledger_dir if ledger_dir is not None else Path("/nonexistent-ledger"))
     write_reconciliation_settings(con, stale_after_days)
     con.execute(_create_table(Table.TRANSACTION_OBSERVATIONS, transactions.COLUMNS))
-    con.execute(TRANSACTIONS_DDL.read_text(encoding="utf-8"))
+    for ddl in sorted(DERIVED_TABLES_DIR.glob("*.sql")):
+        con.execute(ddl.read_text(encoding="utf-8"))
     if syncs is None:
         syncs = {}
         for o in observations:
@@ -145,6 +147,7 @@ def transaction_warehouse(
     con.execute(_DERIVE_TRANSACTION_TABLES)
     for view in sorted(SQL_DIR.glob("*.sql")):
         con.execute(view.read_text(encoding="utf-8"))
+    reconciliation_rows.recompute_all(con)
     return con
 
 

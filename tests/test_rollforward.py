@@ -416,7 +416,7 @@ def test_a_settlement_between_the_balance_fetch_and_the_sync_is_a_timing_pair_no
     ) == [(BTC, D("0"), D("0"), D("0"), "balanced"), (USDC, D("2.1"), D("0"), D("2.1"), "timing")]
     assert rows(con, f"SELECT * FROM {View.RECONCILIATION_BREAKS}") == []
     for n in range(5):
-        assert con.execute(load_query("breaks_on_dates"), [day(n)]).fetchall() == []
+        assert con.execute(load_query("history_breaks_on_dates"), [day(n)]).fetchall() == []
 
 
 def test_a_real_break_next_to_a_timing_pair_is_still_a_break() -> None:
@@ -472,7 +472,7 @@ def test_sums_past_ten_to_the_twenty_are_reported_never_a_crash() -> None:
     # everything downstream still answers
     assert rows(con, f"SELECT count(*) FROM {View.RECONCILIATION_SUMMARY}")[0][0] >= 0
     for n in range(5):
-        con.execute(load_query("breaks_on_dates"), [day(n)]).fetchall()
+        con.execute(load_query("history_breaks_on_dates"), [day(n)]).fetchall()
 
 
 def test_estimates_past_ten_to_the_twenty_are_said_not_computed() -> None:

@@ -20,6 +20,7 @@ from balances_etl.pipeline.transactions_sync import (
 from balances_etl.storage.parquet import TRANSACTION_SYNCS, partition_file_metadata, partition_path, read_partition
 from balances_etl.storage.raw import latest_raw_landing, read_raw_manifest
 from balances_etl.storage.warehouse import PreviousSync
+from balances_etl.transforms.transactions import page_created_before
 
 
 @pytest.fixture
@@ -55,6 +56,26 @@ def test_horizon_is_the_earlier_of_the_oldest_pending_and_the_overlap(newest, pe
     previous = PreviousSync(**PREVIOUS, newest_created=newest, earliest_pending=pending)
     assert sync_horizon(previous, OVERLAP) == expected
     assert sync_horizon(None, OVERLAP) is None
+
+
+HORIZON = dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("document", "before"),
+    [
+        ({"Items": [{"Created": "2026-01-01T00:00:00.9999999Z"}]}, True),  # cut to the microsecond, like the rows
+        ({"Items": [{"Created": "2026-01-01T00:00:00Z"}, {"Created": "2026-01-01T02:00:01+02:00"}]}, False),
+        ({"Items": []}, False),
+        # unreadable: the page is not judged the last, its validation fails the sync instead
+        ({"Items": [{"Created": "yesterday"}]}, False),
+        ({"Items": [{"ID": "t-1"}]}, False),
+        ({"Items": ["2026-01-01T00:00:00Z"]}, False),
+        ([], False),
+    ],
+)
+def test_a_page_is_judged_before_the_horizon_from_its_json(document: object, before: bool) -> None:
+    assert page_created_before(document, HORIZON) is before
 
 
 def test_first_sync_reads_everything_and_records_no_horizon(pipeline: Pipeline) -> None:

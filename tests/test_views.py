@@ -19,13 +19,14 @@ from balances_etl.domain.names import View
 from balances_etl.domain.names import ReconciliationCheck
 from balances_etl.pipeline.reconciliation import (
     DayReconciliation,
+    load_query,
     new_breaks_vs_previous_day,
     reconcile_day,
     summarize_day,
 )
 from balances_etl.settings import PROJECT_ROOT
 from balances_etl.storage.warehouse import connect_read_only
-from support_history import Observation, build_history, day, snapshot_instant, transaction_warehouse
+from support_history import SQL_DIR, Observation, build_history, day, snapshot_instant, transaction_warehouse
 
 A = "Current"
 BTC, ETH, USDC, SOL = "BTC_TEST", "ETH_TEST_SEPOLIA", "USDC_TEST", "SOL_TEST"
@@ -381,8 +382,10 @@ def test_every_check_name_is_a_constant_and_every_constant_is_emitted(
     ledger: duckdb.DuckDBPyConnection,
     flows: duckdb.DuckDBPyConnection,
 ) -> None:
-    # statically: every snake_case literal of the breaks view is a check name, and each constant is there
+    # statically: every snake_case literal of the breaks view and of the history checks' definition
+    # is a check name, and each constant is there
     sql = next((PROJECT_ROOT / "sql").glob(f"*_{View.RECONCILIATION_BREAKS}.sql")).read_text()
+    sql += (PROJECT_ROOT / "sql" / "queries" / "history_breaks_since.sql").read_text()
     literals = set(re.findall(r"'([a-z]+(?:_[a-z0-9]+)+)'", sql))
     assert literals == set(ReconciliationCheck)
     # and the four histories between them make the view emit each one
@@ -552,3 +555,51 @@ def test_new_stale_breaks_fire_once(stale: duckdb.DuckDBPyConnection) -> None:
     assert keys(day(4)) == [(ReconciliationCheck.STALE_BALANCE, BTC), (ReconciliationCheck.STALE_BALANCE, USDC)]
     assert keys(day(5)) == []
     assert keys(day(6)) == []
+
+
+# --- the rows each load stores (storage/reconciliation_rows.py) ---------------------------------
+
+
+def stored_and_defined(data_dir: Path) -> tuple[list[tuple], list[tuple]]:
+    """The breaks the loads stored, and the same rows computed from their definition over all history."""
+    with connect_read_only(data_dir) as con:
+        stored = sorted(con.execute("SELECT * FROM history_breaks").fetchall())
+        defined = sorted(con.execute(load_query("history_breaks_since"), [dt.date.min]).fetchall())
+    return stored, defined
+
+
+def test_a_new_stale_after_days_an_older_warehouse_and_new_sql_each_recompute_every_stored_row(tmp_path: Path) -> None:
+    from balances_etl.storage.warehouse import load_partition, writer_path
+
+    data_dir = build_history(tmp_path, STALE_HISTORY, stale_after_days=STALE_AFTER_DAYS)
+    last = max(STALE_HISTORY)
+    stored, defined = stored_and_defined(data_dir)
+    assert stored == defined and any(row[0] == ReconciliationCheck.STALE_BALANCE for row in stored)
+
+    # a larger threshold: the stale rows of every earlier date go, not only the reloaded day's
+    load_partition(data_dir, last, SQL_DIR, stale_after_days=100)
+    stored, defined = stored_and_defined(data_dir)
+    assert stored == defined and not any(row[0] == ReconciliationCheck.STALE_BALANCE for row in stored)
+
+    # a warehouse written before the rows were stored: the next load fills them
+    with duckdb.connect(str(writer_path(data_dir))) as con:
+        con.execute("DROP TABLE rollforward_windows")
+        con.execute("DROP TABLE history_breaks")
+        con.execute("DROP TABLE reconciliation_rows_state")
+    load_partition(data_dir, last, SQL_DIR, stale_after_days=STALE_AFTER_DAYS)
+    stored, defined = stored_and_defined(data_dir)
+    assert stored == defined and any(row[0] == ReconciliationCheck.STALE_BALANCE for row in stored)
+
+    # new SQL (here a stale rule that never fires): every date is recomputed with it
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for view in SQL_DIR.glob("*.sql"):
+        text = view.read_text(encoding="utf-8")
+        if view.stem.endswith(View.BALANCE_CHANGES):
+            rule = "snapshot_date - total_unchanged_since AS days_total_unchanged"
+            assert rule in text
+            text = text.replace(rule, "0 AS days_total_unchanged")
+        (sql_dir / view.name).write_text(text, encoding="utf-8")
+    load_partition(data_dir, last, sql_dir, stale_after_days=STALE_AFTER_DAYS)
+    stored, defined = stored_and_defined(data_dir)
+    assert stored == defined and not any(row[0] == ReconciliationCheck.STALE_BALANCE for row in stored)

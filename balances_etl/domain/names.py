@@ -50,6 +50,10 @@ class Table(StrEnum):
     TRANSACTION_SYNCS = "transaction_syncs"
     TRANSACTIONS = "transactions"  # latest observed state per transaction
     TRANSACTION_STATUS_HISTORY = "transaction_status_history"
+    # stored by each load for the dates it can change (storage/reconciliation_rows.py)
+    ROLLFORWARD_WINDOWS = "rollforward_windows"  # the rows of v_balance_rollforward
+    HISTORY_BREAKS = "history_breaks"  # the history checks' rows of v_reconciliation_breaks
+    RECONCILIATION_ROWS_STATE = "reconciliation_rows_state"  # what the stored rows were computed with
 
 
 class Check(StrEnum):

@@ -75,8 +75,9 @@ USER_AGENT = _user_agent()
 
 # Takes each valid page as received and its items (the endpoint's ``items.arrow_schema``).
 PageConsumer = Callable[[RawPage, pa.RecordBatch], None]
-# Given a valid page's items, whether the fetch has read far enough (the next page is not requested).
-StopCondition = Callable[[pa.RecordBatch], bool]
+# Given a page's decoded JSON, not yet validated, whether the fetch has read far enough (the next
+# page is not requested); False when it cannot tell: the page's validation then fails the fetch.
+StopCondition = Callable[[object], bool]
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -146,9 +147,10 @@ class NoahClient:
         Pipelined one page deep: once a page's envelope and next token are checked, the next page
         is requested, and this page is decoded strictly (repeated keys), its items validated and
         the page handed to ``on_page`` with its items while NOAH prepares the next. Pages reach
-        ``on_page`` in order, each once, and only when valid. With ``stop_after``, each page is
-        taken in before the next is requested, and the fetch ends after the first page for which
-        it returns True (``stats.stopped_early``).
+        ``on_page`` in order, each once, and only when valid. With ``stop_after``, each page's
+        decoded JSON is judged before the next is requested (so no page past the stop is ever
+        requested), and the fetch ends after the first page for which it returns True
+        (``stats.stopped_early``).
         On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
         assembler = PageAssembler(endpoint.items, max_pages=self.config.max_pages)
@@ -166,14 +168,10 @@ class NoahClient:
                 page, document, secrets = self._fetch_page(url, page_number, query, assembler.stats, unfinished)
                 token = assembler.next_token(page_number, document, secrets)
                 unfinished = functools.partial(_take_in, assembler, page, secrets, on_page)
-                if token is None:
+                if token is None or (stop_after is not None and stop_after(document)):
+                    assembler.stats.stopped_early = token is not None
                     unfinished()
                     break
-                if stop_after is not None:
-                    items, unfinished = unfinished(), None
-                    if stop_after(items):
-                        assembler.stats.stopped_early = True
-                        break
         except NoahError as error:
             error.stats = assembler.stats
             logger.info("NOAH %s (%s) failed on page %d after %d attempts: %s", endpoint.name,

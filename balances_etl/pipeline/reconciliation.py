@@ -55,15 +55,11 @@ def new_breaks_vs_previous_day(con: duckdb.DuckDBPyConnection, snapshot_date: da
 
 
 def reconcile_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> tuple[DayReconciliation, list[dict[str, str]]]:
-    """``summarize_day`` and ``new_breaks_vs_previous_day`` together, at a cost that follows the day.
+    """``summarize_day`` and ``new_breaks_vs_previous_day`` together.
 
-    ``v_reconciliation_breaks`` runs window functions over the whole history, and a filter on one
-    date cannot be pushed below them (0.66 s over three years of 1,000 balances a day). The two
-    queries read only the day and the previous snapshot date, so those rows are computed once by
-    ``sql/queries/breaks_on_dates.sql`` into a temporary table of the same name, which shadows the
-    view for the rest of this connection: close it afterwards.
+    Their cost follows the day: ``v_reconciliation_breaks`` reads the history checks' rows the load
+    stored (``storage/reconciliation_rows.py``) instead of running windows over all history.
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE v_reconciliation_breaks AS {load_query('breaks_on_dates')}", [snapshot_date])
     return summarize_day(con, snapshot_date), new_breaks_vs_previous_day(con, snapshot_date)
 
 

@@ -12,6 +12,8 @@ turns a :class:`TransactionSync` into metadata and check results; a failure rais
 from __future__ import annotations
 
 import datetime as dt
+import io
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,21 +23,24 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from balances_etl.domain.transactions import SyncMetadata
+from balances_etl.domain.transactions import ARROW_SCHEMA, SyncMetadata
 from balances_etl.noah import TRANSACTIONS, FetchStats, NoahClient, NoahError, RawPage, replay
 from balances_etl.noah.client import PageConsumer, StopCondition
 from balances_etl.pipeline.snapshot import blocking_failure_message
 from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP
-from balances_etl.storage.parquet import TRANSACTION_SYNCS, PartitionFile, PartitionWriter
+from balances_etl.storage.parquet import COMPRESSION, TRANSACTION_SYNCS, PartitionFile, PartitionWriter, StagedPartition
 from balances_etl.storage.raw import RawLanding, latest_raw_landing, read_raw_bodies, read_raw_manifest
-from balances_etl.storage.warehouse import PreviousSync, known_transactions, previous_transaction_sync
-from balances_etl.transforms.checks import CheckOutcome, evaluate_checks
+from balances_etl.storage.transaction_reads import known_transactions, previous_transaction_sync, published_syncs
+from balances_etl.storage.warehouse import PreviousSync
+from balances_etl.transforms.checks import CheckOutcome, PartitionChecks, evaluate_checks
 from balances_etl.transforms.normalize import AmountValidationError
-from balances_etl.transforms.transactions import TRANSACTION_CHECKS, created_before, normalize_transactions
+from balances_etl.transforms.transactions import TRANSACTION_CHECKS, normalize_transactions, page_created_before
 
 ENDPOINT = TRANSACTIONS.name  # the raw landing's folder
 _HORIZON = "horizon"  # the landing manifest's stats key: a replay uses the horizon the fetch used
+_DAILY_SYNC_ROWS = 50_000  # below: checks inline, overlapped with the partition write
 
 
 class TransactionSyncFailed(RuntimeError):
@@ -99,7 +104,15 @@ def sync_horizon(previous: PreviousSync | None, overlap: dt.timedelta) -> dt.dat
 
 def stop_before(horizon: dt.datetime | None) -> StopCondition | None:
     """Stop after the first page lying entirely before ``horizon`` (None: read every page)."""
-    return None if horizon is None else partial(created_before, horizon=horizon)
+    return None if horizon is None else partial(page_created_before, horizon=horizon)
+
+
+def _set_up_arrow() -> None:
+    """Arrow's one-time set-ups, which a process pays on first use, done while the pages are fetched
+    rather than after: Acero's (~10 ms, keys_unique's group_by) and the Parquet writer's codec."""
+    empty = ARROW_SCHEMA.empty_table()
+    empty.group_by(["transaction_id"]).aggregate([([], "count_all")])
+    pq.write_table(empty, io.BytesIO(), compression=COMPRESSION)
 
 
 class TransactionsSource(Protocol):
@@ -170,15 +183,29 @@ class LandedTransactionsSource:
 def sync_transactions(source: TransactionsSource, data_dir: Path, day: dt.date, *, run_id: str) -> TransactionSync:
     """The transactions sync of ``day`` from ``source``: read down to the horizon, land new pages,
     normalize, check against what the warehouse knows, publish the day's partition (replacing a
-    previous one). Raises :class:`TransactionSyncFailed` and publishes no partition on any failure."""
-    previous = previous_transaction_sync(data_dir, day)
-    horizon = source.horizon(previous)
+    previous one). Raises :class:`TransactionSyncFailed` and publishes no partition on any failure.
+
+    A daily sync reads a few dozen pages, so its fixed costs count: both warehouse reads share one
+    connection; each page is written and fsynced as it lands (on the landing's thread); the landing
+    is published, the known transactions read and the partition written (privately) on threads
+    while the rows are normalized and judged (fsync, DuckDB and Parquet leave the GIL). The
+    partition is published only once the landing is durable and if no blocking check failed.
+    """
     observed_at = source.observed_at.astimezone(dt.UTC)
     batches: list[pa.RecordBatch] = []
-    with ExitStack() as unpublished:
+    with ExitStack() as unpublished, ThreadPoolExecutor(max_workers=3, thread_name_prefix="sync") as background:
+        warehouse = unpublished.enter_context(ExitStack())  # closed as soon as the known transactions are read
+        syncs = warehouse.enter_context(published_syncs(data_dir))
+        previous = previous_transaction_sync(syncs, day)
+        horizon = source.horizon(previous)
         landing = (
-            unpublished.enter_context(RawLanding(data_dir, day, observed_at, run_id, ENDPOINT)) if source.lands else None
+            # a daily sync's few dozen pages made durable as they land; a first sync's thousands are
+            # written back and fsynced at the end, as balances do (queued pages would hold memory)
+            unpublished.enter_context(RawLanding(data_dir, day, observed_at, run_id, ENDPOINT, sync_pages=horizon is not None))
+            if source.lands else None
         )
+
+        background.submit(_set_up_arrow)  # a daily run's process is fresh: while NOAH answers
 
         def take_page(page: RawPage, items: pa.RecordBatch) -> None:
             if landing is not None:
@@ -186,26 +213,47 @@ def sync_transactions(source: TransactionsSource, data_dir: Path, day: dt.date, 
             batches.append(items)
 
         stats = source.pages(take_page, stop_before(horizon))
-        landed = None
-        if landing is not None:
-            landed = landing.publish({**stats.as_metadata(), _HORIZON: horizon})
-    items = pa.Table.from_batches(batches, schema=TRANSACTIONS.items.arrow_schema)
-    try:
-        rows = normalize_transactions(items, snapshot_date=day, observed_at=observed_at)
-    except AmountValidationError as error:
-        raise TransactionSyncFailed(f"transactions sync for {day}: {error}", landing=landed) from error
-    frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
-    # Every known transaction the sync saw or should have seen: the last page reaches past the horizon.
-    oldest = pc.min(rows["created_at"]).as_py() or horizon
-    since = None if horizon is None else min(horizon, oldest)
-    known = known_transactions(data_dir, day, since=since, horizon=horizon)
-    sync = TransactionSync(day, observed_at, horizon, previous, stats, landed, frame,
-                           evaluate_checks(TRANSACTION_CHECKS, frame, known), None)
-    if sync.blocking_failures:
-        raise TransactionSyncFailed(blocking_failure_message(day, sync.blocking_failures), landing=landed, sync=sync)
-    metadata = {SyncMetadata.OBSERVED_AT: observed_at.isoformat(),
-                SyncMetadata.HORIZON: "" if horizon is None else horizon.isoformat()}
-    with PartitionWriter(data_dir, day, TRANSACTION_SYNCS, metadata) as writer:
-        writer.write(rows)
-        published = writer.finish().publish()
-    return replace(sync, published=published)
+
+        def publish_landing() -> Path | None:
+            return None if landing is None else landing.publish({**stats.as_metadata(), _HORIZON: horizon})
+
+        landing_published = background.submit(publish_landing)
+        items = pa.Table.from_batches(batches, schema=TRANSACTIONS.items.arrow_schema)
+        try:
+            rows = normalize_transactions(items, snapshot_date=day, observed_at=observed_at)
+        except AmountValidationError as error:
+            raise TransactionSyncFailed(f"transactions sync for {day}: {error}", landing=landing_published.result()) from error
+        # Every known transaction the sync saw or should have seen: the last page reaches past the horizon.
+        oldest = pc.min(rows["created_at"]).as_py() or horizon
+        since = None if horizon is None else min(horizon, oldest)
+
+        def read_known() -> pa.Table:
+            with warehouse:
+                return known_transactions(syncs, day, since=since, horizon=horizon)
+
+        known = background.submit(read_known)
+        metadata = {SyncMetadata.OBSERVED_AT: observed_at.isoformat(),
+                    SyncMetadata.HORIZON: "" if horizon is None else horizon.isoformat()}
+        partition = unpublished.enter_context(PartitionWriter(data_dir, day, TRANSACTION_SYNCS, metadata))
+
+        def write_partition() -> StagedPartition:
+            """Written and verified under its private name (Parquet leaves the GIL); published only
+            once the landing is durable."""
+            partition.write(rows)
+            return partition.finish()
+
+        frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
+        if rows.num_rows < _DAILY_SYNC_ROWS:
+            # A daily sync's few thousand rows: written while judged inline (a pool costs more than it saves).
+            staged = background.submit(write_partition)
+            checks = PartitionChecks(TRANSACTION_CHECKS)
+            checks.add_rows(rows)
+            outcomes = checks.outcomes(frame, known.result(), rows=rows)
+        else:
+            # A first sync's million rows: judged on a pool, then written (both at once would hold more copies).
+            outcomes = evaluate_checks(TRANSACTION_CHECKS, frame, known.result())
+            staged = background.submit(write_partition)
+        sync = TransactionSync(day, observed_at, horizon, previous, stats, landing_published.result(), frame, outcomes, None)
+        if sync.blocking_failures:
+            raise TransactionSyncFailed(blocking_failure_message(day, sync.blocking_failures), landing=sync.landing, sync=sync)
+        return replace(sync, published=staged.result().publish())

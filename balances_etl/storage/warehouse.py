@@ -2,7 +2,7 @@
 
 A day's load replaces its balances and, when the day has one, loads its transactions sync, in one
 transaction (``sql/transactions/load_sync.sql``); the syncs before a day are what the next sync
-reads from the published warehouse (``previous_transaction_sync``, ``known_transactions``).
+reads from the published warehouse (``storage.transaction_reads``).
 
 Why two database files: DuckDB's file lock lets a read-only holder (an analyst's notebook) block
 any read-write open of the same file. So the pipeline writes only its private
@@ -22,13 +22,13 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from balances_etl.domain.names import Table
 from balances_etl.domain import transactions
 from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, Column
-from balances_etl.domain.transactions import KNOWN_SCHEMA, SyncMetadata
+from balances_etl.domain.transactions import SyncMetadata
 from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR, WAREHOUSE_STORAGE_VERSION, SettingsError
+from balances_etl.storage import reconciliation_rows
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
 from balances_etl.storage.parquet import (
@@ -172,8 +172,10 @@ def connect_read_only(data_dir: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _attached(path: Path, options: str) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB with ``path`` attached (with ``options``) and in use."""
+    """A fresh in-memory DuckDB with ``path`` attached (with ``options``) and in use; no progress bar
+    on the pipeline's output."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     quoted = str(path).replace("'", "''")
     con.execute(f"ATTACH '{quoted}' AS {ATTACH_ALIAS} ({options})")
     con.execute(f"USE {ATTACH_ALIAS}")
@@ -257,57 +259,6 @@ def rebuild_from_parquet(
     )
 
 
-def previous_transaction_sync(data_dir: Path, day: date) -> PreviousSync | None:
-    """The latest sync before ``day`` in the published warehouse; None without one (or a warehouse)."""
-    with _published_syncs(data_dir) as con:
-        if con is None:
-            return None
-        rows = con.execute(_transactions_query("previous_sync"), {"day": day}).fetchall()
-    return PreviousSync(*rows[0]) if rows else None
-
-
-def known_transactions(data_dir: Path, day: date, *, since: datetime | None, horizon: datetime | None) -> pa.Table:
-    """The transactions the syncs before ``day`` saw, created at or after ``since`` (None: all), with
-    their status after those syncs and whether they lie inside ``horizon`` (``KNOWN_SCHEMA``)."""
-    with _published_syncs(data_dir) as con:
-        if con is None:
-            return KNOWN_SCHEMA.empty_table()
-        known = con.sql(
-            _transactions_query("known_before"), params={"day": day, "since": since, "horizon": horizon}
-        ).to_arrow_table()
-    return known.cast(KNOWN_SCHEMA)
-
-
-def transactions_day_summary(data_dir: Path, day: date) -> dict[str, int | None]:
-    """The published warehouse's transactions tables after ``day``'s sync (``sql/transactions/day_summary.sql``)."""
-    with _published_syncs(data_dir) as con:
-        if con is None:
-            raise FileNotFoundError(f"the published warehouse holds no transactions sync (looking for {day})")
-        cursor = con.execute(_transactions_query("day_summary"), {"day": day})
-        names = [column[0] for column in cursor.description]
-        return dict(zip(names, cursor.fetchone(), strict=True))
-
-
-@contextmanager
-def _published_syncs(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection | None]:
-    """A read-only connection to the published warehouse when it holds the syncs' tables, else None."""
-    if not warehouse_path(data_dir).exists():
-        with _writer_lock(data_dir, DEFAULT_LOCK_TIMEOUT_SECONDS):
-            restore_published(warehouse_path(data_dir), writer_path(data_dir))
-    if not warehouse_path(data_dir).exists():
-        yield None
-        return
-    con = connect_read_only(data_dir)
-    try:
-        has_syncs = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
-            [ATTACH_ALIAS, Table.TRANSACTION_SYNCS.value],
-        ).fetchall() == [(1,)]
-        yield con if has_syncs else None
-    finally:
-        con.close()
-
-
 def _transactions_query(name: str) -> str:
     return (_TRANSACTIONS_SQL / f"{name}.sql").read_text(encoding="utf-8")
 
@@ -376,7 +327,7 @@ def _write(
     sync_days: Sequence[date],
 ) -> _Written:
     """In one transaction replace ``days`` from Parquet, load the syncs of ``sync_days`` in date order,
-    reload ledger and settings, reapply views, verify."""
+    reload ledger and settings, reapply views, store the history checks' breaks they change, verify."""
     sources = [partition_path(data_dir, day).resolve() for day in days]
     expected = {day: partition_rows(path) for day, path in zip(days, sources, strict=True)}
     syncs = {day: partition_path(data_dir, day, TRANSACTION_SYNCS).resolve() for day in sorted(sync_days)}
@@ -391,6 +342,8 @@ def _write(
         _check_table_columns(con, database)
         con.execute("BEGIN TRANSACTION")
         try:
+            changed = sorted({*days, *sync_days})
+            affected_before = reconciliation_rows.earliest_affected(con, changed)
             con.execute(f"DELETE FROM {Table.BALANCE_SNAPSHOTS} WHERE list_contains(?, snapshot_date)", [list(days)])
             con.execute(
                 f"INSERT INTO {Table.BALANCE_SNAPSHOTS} ({_COLUMN_LIST}) "
@@ -404,6 +357,7 @@ def _write(
             write_reconciliation_settings(con, stale_after_days)
             for view in views:
                 _apply_view(con, view)
+            reconciliation_rows.refresh(con, changed, affected_before)
             _verify(con, _BALANCES, expected)
             _verify(con, _OBSERVATIONS, expected_syncs)
             con.execute("COMMIT")

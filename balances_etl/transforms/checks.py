@@ -286,6 +286,11 @@ def _usable_table(frame: pd.DataFrame, columns: tuple[Column, ...]) -> pa.Table:
     return pa.Table.from_pandas(frame[usable], preserve_index=False)
 
 
+def _typed_names(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """Columns' names and types, nullability aside (a frame's Arrow table has every field nullable)."""
+    return [(f.name, f.type) for f in schema]
+
+
 def evaluate_checks(
     suite: CheckSuite, frame: pd.DataFrame, previous: pd.DataFrame | pa.Table | None
 ) -> list[CheckOutcome]:
@@ -325,15 +330,22 @@ class PartitionChecks:
             )
 
     def outcomes(
-        self, frame: pd.DataFrame, previous: pd.DataFrame | pa.Table | None, pool: Executor | None = None
+        self, frame: pd.DataFrame, previous: pd.DataFrame | pa.Table | None, pool: Executor | None = None,
+        *, rows: pa.Table | None = None,
     ) -> list[CheckOutcome]:
         """Every check's outcome for the partition whose rows were added; ``frame`` is all of it and
-        ``previous`` what the whole-partition judges compare it with (a frame is read like ``frame``)."""
+        ``previous`` what the whole-partition judges compare it with (a frame is read like ``frame``).
+        ``rows``: the Arrow table ``frame`` was made from, when the caller has it; used as it is when
+        it has exactly the suite's columns (no conversion back from pandas), else ignored."""
         suite = self._suite
         schema = suite.checks[0]
         passed, failing, sample = _schema(frame, suite.columns)
         outcomes = [CheckOutcome(schema.name, passed, schema.blocking, schema.description, failing, sample)]
-        current = _usable_table(frame, suite.columns)
+        if passed and rows is not None and _typed_names(rows.schema) == [(c.name, c.arrow_type) for c in suite.columns]:
+            # the frame's own table: what _usable_table would rebuild from it, less ~10 ms a daily sync
+            current = rows
+        else:
+            current = _usable_table(frame, suite.columns)
         if isinstance(previous, pd.DataFrame):
             previous = _usable_table(previous, suite.columns)
         whole = [spec for spec in suite.specs if not spec.row_wise and not _missing(spec, current, previous)]

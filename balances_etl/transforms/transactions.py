@@ -12,6 +12,7 @@ import datetime
 from functools import partial
 
 import pyarrow as pa
+import pyarrow.acero  # noqa: F401 - keys_unique's Table.group_by loads it on first use: ~15 ms inside a first sync
 import pyarrow.compute as pc
 
 from balances_etl.domain.amounts import amount_problem
@@ -26,6 +27,7 @@ from balances_etl.domain.transactions import (
     STATUSES,
 )
 from balances_etl.noah.endpoints import TRANSACTIONS
+from balances_etl.noah.pages import ITEMS
 from balances_etl.transforms.checks import (
     SAMPLE_SIZE,
     CheckSuite,
@@ -45,9 +47,13 @@ _INSTANT = pa.timestamp("us", tz="UTC")
 
 
 def created_instants(created_raw: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """RFC 3339 strings (already validated) as UTC instants, to the microsecond."""
-    micro = pc.replace_substring_regex(created_raw, r"([.][0-9]{6})[0-9]+", r"\1")
-    return pc.cast(micro, _INSTANT)
+    """RFC 3339 strings (already validated) as UTC instants, to the microsecond. Arrow's cast refuses
+    digits past the sixth, so only then are they cut off first (a regex pass, three times the cast)."""
+    try:
+        return pc.cast(created_raw, _INSTANT)
+    except pa.ArrowInvalid:
+        micro = pc.replace_substring_regex(created_raw, r"([.][0-9]{6})[0-9]+", r"\1")
+        return pc.cast(micro, _INSTANT)
 
 
 def normalize_transactions(items: pa.Table, *, snapshot_date: datetime.date, observed_at: datetime.datetime) -> pa.Table:
@@ -86,11 +92,20 @@ def normalize_transactions(items: pa.Table, *, snapshot_date: datetime.date, obs
     return pa.Table.from_arrays([columns[name] for name in COLUMN_NAMES], schema=ARROW_SCHEMA)
 
 
-def created_before(items: pa.RecordBatch | pa.Table, horizon: datetime.datetime) -> bool:
-    """Whether a page lies entirely before ``horizon``: it holds items, all created earlier."""
-    if items.num_rows == 0:
+def page_created_before(document: object, horizon: datetime.datetime) -> bool:
+    """Whether a page (NOAH's decoded JSON, judged before it is validated so that the next page can
+    be requested meanwhile) lies entirely before ``horizon``: it holds items, all created earlier.
+    The same instants as the rows get; False when a Created is unreadable, as validation then fails."""
+    items = document.get(ITEMS) if isinstance(document, dict) else None
+    if not isinstance(items, list) or not items:
         return False
-    newest = pc.max(created_instants(items["created_raw"])).as_py()
+    created = [item.get("Created") if isinstance(item, dict) else None for item in items]
+    if not all(isinstance(value, str) for value in created):
+        return False
+    try:
+        newest = pc.max(created_instants(pa.array(created, pa.string()))).as_py()
+    except pa.ArrowInvalid:
+        return False
     return newest < horizon
 
 
@@ -127,17 +142,27 @@ def _status_transitions_legal(table: pa.Table, known: pa.Table | None) -> Verdic
     """Each known transaction's status compared with its status before the sync, by transaction_id."""
     if known is None:
         return True, 0, []
-    before = known.select(["transaction_id", "status"]).rename_columns(["transaction_id", "status_before"])
-    compared = (
-        table.select([*ROW_CONTEXT, "status"])
-        .join(before, "transaction_id", join_type="inner")
-        .sort_by([("page_number", "ascending"), ("item_index", "ascending")])
+    compared = _with_status_before(table.select([*ROW_CONTEXT, "status"]), known).sort_by(
+        [("page_number", "ascending"), ("item_index", "ascending")]
     )
     legal = [f"{status}->{status}" for status in STATUSES]
     legal += [f"{before}->{after}" for before, afters in LEGAL_TRANSITIONS.items() for after in afters]
     moves = pc.binary_join_element_wise(compared["status_before"], compared["status"], "->")
     illegal = pc.invert(pc.is_in(moves, value_set=pa.array(legal, pa.string())))
     return rows_verdict(compared, illegal, ("status_before", "status"), ROW_CONTEXT)
+
+
+def _with_status_before(rows: pa.Table, known: pa.Table) -> pa.Table:
+    """``rows`` inner-joined with ``known``'s status by transaction_id (as ``status_before``). Known
+    transactions are unique (one row each), so a lookup gives the join without Acero's fixed cost
+    (a few ms a call, a sync's rows being few); should they not be, the join itself."""
+    before = known.select(["transaction_id", "status"]).rename_columns(["transaction_id", "status_before"])
+    known_ids = before["transaction_id"]
+    if pc.count_distinct(known_ids, mode="all").as_py() != len(known_ids):
+        return rows.join(before, "transaction_id", join_type="inner")
+    position = pc.index_in(rows["transaction_id"], value_set=known_ids.combine_chunks(), skip_nulls=True)
+    matched = pc.is_valid(position)
+    return rows.filter(matched).append_column("status_before", before["status_before"].take(position.filter(matched)))
 
 
 def _amount_missing(table: pa.Table, _known: pa.Table | None) -> Verdict:
@@ -148,10 +173,11 @@ def _known_transaction_missing(table: pa.Table, known: pa.Table | None) -> Verdi
     """Known transactions created inside the horizon that the sync did not list, newest first."""
     if known is None:
         return True, 0, []
+    inside = known.filter(known["inside_horizon"]).select(["transaction_id", "created_at", "status"])
+    # a left anti join by transaction_id (NULL matching nothing), as a lookup: see _with_status_before
+    listed = pc.is_in(inside["transaction_id"], value_set=table["transaction_id"].combine_chunks(), skip_nulls=True)
     gone = (
-        known.filter(known["inside_horizon"])
-        .select(["transaction_id", "created_at", "status"])
-        .join(table.select(["transaction_id"]), "transaction_id", join_type="left anti")
+        inside.filter(pc.invert(listed))
         .sort_by([("created_at", "descending"), ("transaction_id", "ascending")])
         .rename_columns(["transaction_id", "created_at", "last_known_status"])
     )

@@ -61,7 +61,10 @@ SELECT
     max(observed_at) FILTER (WHERE status_changed) OVER by_transaction AS status_observed_at
 FROM sync_touched_observations
 WINDOW by_transaction AS (PARTITION BY transaction_id)
-QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY observed_at DESC, snapshot_date DESC) = 1;
+QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY observed_at DESC, snapshot_date DESC) = 1
+-- stored newest first, so the row groups' min/max created_at let the syncs' reads from a Created on
+-- (known_before.sql) skip the older ones
+ORDER BY created_at DESC;
 
 DELETE FROM transaction_syncs WHERE snapshot_date = getvariable('transaction_sync_date');
 INSERT INTO transaction_syncs VALUES (

@@ -18,7 +18,7 @@ from balances_etl.domain.checks import TRANSACTION_SYNC_CHECKS
 from balances_etl.domain.names import BalancesAsset, TransactionsAsset
 from balances_etl.domain.transactions import COLUMNS
 from balances_etl.pipeline.transactions_sync import TransactionSync, TransactionSyncFailed
-from balances_etl.storage.warehouse import transactions_day_summary
+from balances_etl.storage.transaction_reads import transactions_day_summary
 
 RAW_PAGES = asset_key(TransactionsAsset.RAW_PAGES)
 PARTITION = asset_key(TransactionsAsset.PARTITION)
