@@ -171,8 +171,9 @@ def test_runs_started_together_on_a_new_postgresql_instance_share_the_duckdb_poo
     for path in sorted(home.iterdir()):
         path.unlink()  # a new home (and the database is new): the four processes create it together
     a = yesterday()
-    # Four days: two runs of one day at once on PostgreSQL failed once in five fresh-clone runs ("failed
-    # before any step ran", not yet diagnosed); the same-day case on a new home is test_instance_lock's.
+    # Four days at once on a new database: each process used to allocate the pool's slots on first use
+    # (two writers at once, or a run failing on the other's row); open_instance allocates them under
+    # its locks. The same-day case on a new home is test_instance_lock's.
     days = [a - dt.timedelta(days=n) for n in range(4)]
     children = [spawn(pipeline, [*CLI, "materialize", "--date", day.isoformat(), "--allow-late"], name=f"m{n}")
                 for n, day in enumerate(days)]

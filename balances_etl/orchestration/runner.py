@@ -182,7 +182,18 @@ def open_instance() -> dg.DagsterInstance:
         config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
         url = postgres_url() if isinstance(config, Mapping) and uses_postgres(config) else None
         with _postgres_schema_lock(url):
-            return dg.DagsterInstance.get()  # creates every storage that is new
+            instance = dg.DagsterInstance.get()  # creates every storage that is new
+            _allocate_duckdb_pool(instance)
+            return instance
+
+
+def _allocate_duckdb_pool(instance: dg.DagsterInstance) -> None:
+    """Dagster allocates a pool's slots on first use, in every process that finds none: runs starting
+    together on a new instance could each add one (two DuckDB writers at once) or fail on the other's
+    row. Allocated here once, under the instance's locks."""
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits and Orchestration.DUCKDB_POOL.value not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(Orchestration.DUCKDB_POOL.value)
 
 
 def run_daily_job(
@@ -289,7 +300,25 @@ def _failure_summary(events: list[dg.DagsterEvent], verbose: bool) -> str:
         messages.append(f"{event.step_key}: {message}")
         if verbose:
             messages.append(error.to_string())
-    return "\n".join(messages) or "the run failed before any step ran (see the Dagster UI for the run log)"
+    return "\n".join(messages or _run_level_errors(events)) or "the run failed before any step ran (see the Dagster UI for the run log)"
+
+
+def _run_level_errors(events: list[dg.DagsterEvent]) -> list[str]:
+    """Why a run failed outside its steps (the run worker, the pool, the instance's storage)."""
+    messages = []
+    for event in events:
+        if event.is_job_failure and event.job_failure_data is not None:
+            error, reason = event.job_failure_data.error, event.job_failure_data.failure_reason
+        elif event.is_engine_event and event.engine_event_data is not None and event.engine_event_data.error is not None:
+            error, reason = event.engine_event_data.error, None
+        else:
+            continue
+        root = error
+        while root is not None and root.cause is not None:
+            root = root.cause
+        detail = f"{root.cls_name}: {root.message.strip()}" if root is not None else (event.message or "")
+        messages.append(f"run: {reason.value + ': ' if reason is not None else ''}{detail}")
+    return messages
 
 
 def _check_evaluations(events: list[dg.DagsterEvent]) -> list[CheckEvaluation]:
