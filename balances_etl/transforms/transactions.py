@@ -12,7 +12,6 @@ import datetime
 from functools import partial
 
 import pyarrow as pa
-import pyarrow.acero  # noqa: F401 - keys_unique's Table.group_by loads it on first use: ~15 ms inside a first sync
 import pyarrow.compute as pc
 
 from balances_etl.domain.amounts import amount_problem
