@@ -198,13 +198,14 @@ def before(module, name, call=1):
 
 import balances_etl.storage.parquet as parquet
 import balances_etl.storage.raw as raw
+import balances_etl.storage.reconciliation_rows as reconciliation_rows
 import balances_etl.storage.warehouse as warehouse
 {
     "after-landing": lambda: after(raw.RawLanding, "publish"),
     "parquet-temp-written": lambda: after(parquet.PartitionWriter, "finish"),
     "parquet-published": lambda: after(parquet.StagedPartition, "publish"),
     "duckdb-rows-inserted": lambda: before(warehouse, "replace_ledger_table"),
-    "views-half-applied": lambda: before(warehouse, "_apply_view", call=3),
+    "reconciliation-rows-stored": lambda: after(reconciliation_rows, "refresh"),
     "duckdb-committed": lambda: before(warehouse, "_verify", call=2),
     "warehouse-copy-written": lambda: after(warehouse, "clone_file"),
     "warehouse-published": lambda: after(warehouse, "_publish"),
@@ -217,7 +218,7 @@ PAUSE_STAGES = (
     "parquet-temp-written",  # the new partition written and verified under its private name, not yet renamed
     "parquet-published",  # the partition renamed into place, the warehouse not loaded
     "duckdb-rows-inserted",  # inside the load transaction: the day deleted and re-inserted, uncommitted
-    "views-half-applied",  # inside the load transaction, between two view files
+    "reconciliation-rows-stored",  # inside the load transaction: the rows the load changes stored, uncommitted
     "duckdb-committed",  # committed, not yet checkpointed (the WAL holds the day)
     "warehouse-copy-written",  # the analysts' copy written to its temporary name, not yet renamed
     "warehouse-published",  # published; Dagster has not recorded the materialization, reconciliation not run

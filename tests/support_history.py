@@ -145,9 +145,10 @@ def transaction_warehouse(
             rows,
         )
     con.execute(_DERIVE_TRANSACTION_TABLES)
-    for view in sorted(SQL_DIR.glob("*.sql")):
+    views = sorted(SQL_DIR.glob("*.sql"))
+    for view in views:
         con.execute(view.read_text(encoding="utf-8"))
-    reconciliation_rows.recompute_all(con)
+    reconciliation_rows.recompute_all(con, views)
     return con
 
 

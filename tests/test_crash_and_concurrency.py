@@ -103,7 +103,7 @@ STAGES = ("during-fetch", *PAUSE_STAGES)
 @pytest.mark.parametrize(
     "stage",
     # Default suite: a kill before the run holds the DuckDB pool and one inside the load transaction.
-    [pytest.param(s, marks=() if s in ("after-landing", "views-half-applied") else pytest.mark.slow) for s in STAGES],
+    [pytest.param(s, marks=() if s in ("after-landing", "reconciliation-rows-stored") else pytest.mark.slow) for s in STAGES],
 )
 def test_sigkill_at_a_precise_point_leaves_everything_whole_and_a_rerun_completes(pipeline: Pipeline, stage: str) -> None:
     day = yesterday()

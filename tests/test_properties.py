@@ -708,7 +708,7 @@ def test_the_rows_each_load_stores_equal_their_definition_after_every_load(
 ) -> None:
     """The roll-forward windows and history breaks each load stores (only the dates it can change)
     equal their definition over all history, whatever the order of the loads, replays included."""
-    from support_history import day
+    from support_history import SQL_DIR, day
 
     from balances_etl.storage import reconciliation_rows
 
@@ -731,7 +731,7 @@ def test_the_rows_each_load_stores_equal_their_definition_after_every_load(
             after.execute(f"DELETE FROM {table}")
             if rows:
                 after.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
-        refreshed = reconciliation_rows.refresh(after, [day(n)], affected_before)
+        refreshed = reconciliation_rows.refresh(after, [day(n)], affected_before, sorted(SQL_DIR.glob("*.sql")))
         stored = {table: sorted(after.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in STORED_TABLES}
         assert stored == expected, (n, refreshed)
         if loads == IN_ORDER and n > 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 from functools import cache
+from pathlib import Path
 
 import duckdb
 
@@ -65,16 +66,25 @@ def earliest_affected(con: duckdb.DuckDBPyConnection, changed: Sequence[date]) -
     return con.execute(_query("history_breaks_floor"), [sorted(changed)]).fetchone()[0]
 
 
-def refresh(con: duckdb.DuckDBPyConnection, changed: Sequence[date], affected_before: date | None) -> Refreshed:
+def up_to_date(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> bool:
+    """Whether the warehouse's views and stored rows were made from these view files, the queries
+    and the settings now in the warehouse: then the load need not apply the views again."""
+    return _stored_fingerprint(con) == [(_fingerprint(con, views),)]
+
+
+def refresh(
+    con: duckdb.DuckDBPyConnection, changed: Sequence[date], affected_before: date | None, views: Sequence[Path]
+) -> Refreshed:
     """Recompute the stored rows a load of ``changed`` can change; run inside the load's transaction,
-    after the views are applied. ``affected_before`` is ``earliest_affected`` taken before the load."""
-    if not _defined(con):
+    after the view files ``views`` are applied. ``affected_before`` is ``earliest_affected`` taken
+    before the load."""
+    fingerprint = _fingerprint(con, views)
+    everything = _stored_fingerprint(con) != [(fingerprint,)]
+    if everything and not _defined(con):
         con.execute(f"DROP TABLE IF EXISTS {Table.ROLLFORWARD_WINDOWS}")  # created by the roll-forward's file
         for table in (Table.HISTORY_BREAKS, Table.RECONCILIATION_ROWS_STATE):
             con.execute(f"DELETE FROM {table}")
         return Refreshed(Refresh.UNDEFINED, None)
-    fingerprint = _fingerprint(con)
-    everything = con.execute(f"SELECT fingerprint FROM {Table.RECONCILIATION_ROWS_STATE}").fetchall() != [(fingerprint,)]
     floors = [d for d in (affected_before, earliest_affected(con, changed)) if d is not None]
     if not everything and not floors:
         return Refreshed(Refresh.NOTHING, None)
@@ -113,10 +123,11 @@ def refresh(con: duckdb.DuckDBPyConnection, changed: Sequence[date], affected_be
     return Refreshed(Refresh.ALL if everything else how, None if nothing else since)
 
 
-def recompute_all(con: duckdb.DuckDBPyConnection) -> Refreshed:
-    """Store every row from scratch (a warehouse built outside the loader, as the tests build them)."""
+def recompute_all(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> Refreshed:
+    """Store every row from scratch (a warehouse built outside the loader from the view files
+    ``views``, as the tests build them)."""
     con.execute(f"DELETE FROM {Table.RECONCILIATION_ROWS_STATE}")
-    return refresh(con, [], None)
+    return refresh(con, [], None, views)
 
 
 def _defined(con: duckdb.DuckDBPyConnection) -> bool:
@@ -125,17 +136,18 @@ def _defined(con: duckdb.DuckDBPyConnection) -> bool:
     return views.issuperset(_VIEWS_READ) and _MACRO in macros
 
 
-def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """What the stored rows depend on besides the data: the views and macros as applied, the queries
-    that define the rows, the settings."""
+def _stored_fingerprint(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(f"SELECT fingerprint FROM {Table.RECONCILIATION_ROWS_STATE}").fetchall()
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> str:
+    """What the views and the stored rows depend on besides the data: the view files (the views and
+    macros they create), the queries that define the rows, the settings."""
     digest = hashlib.sha256()
     for name in ("history_breaks_since", "history_breaks_on_dates", "history_breaks_floor"):
         digest.update(_query(name).encode())
-    for query in (
-        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal ORDER BY ALL",
-        "SELECT function_name, function_type, macro_definition FROM duckdb_functions() "
-        "WHERE function_type IN ('macro', 'table_macro') AND NOT internal ORDER BY ALL",
-        f"SELECT * FROM {Table.RECONCILIATION_SETTINGS} ORDER BY ALL",
-    ):
-        digest.update(repr(con.execute(query).fetchall()).encode())
+    for view in views:
+        digest.update(f"\0{view.name}\0".encode())
+        digest.update(view.read_bytes())
+    digest.update(repr(con.execute(f"SELECT * FROM {Table.RECONCILIATION_SETTINGS} ORDER BY ALL").fetchall()).encode())
     return digest.hexdigest()

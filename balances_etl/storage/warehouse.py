@@ -327,7 +327,8 @@ def _write(
     sync_days: Sequence[date],
 ) -> _Written:
     """In one transaction replace ``days`` from Parquet, load the syncs of ``sync_days`` in date order,
-    reload ledger and settings, reapply views, store the history checks' breaks they change, verify."""
+    reload ledger and settings, reapply the views when their files or the settings changed, store the
+    reconciliation rows the load changes, verify."""
     sources = [partition_path(data_dir, day).resolve() for day in days]
     expected = {day: partition_rows(path) for day, path in zip(days, sources, strict=True)}
     syncs = {day: partition_path(data_dir, day, TRANSACTION_SYNCS).resolve() for day in sorted(sync_days)}
@@ -355,9 +356,10 @@ def _write(
             ledger_rows = replace_ledger_table(con, data_dir / "ledger")
             _check_transaction_alive(con, "replace_ledger_table")
             write_reconciliation_settings(con, stale_after_days)
-            for view in views:
-                _apply_view(con, view)
-            reconciliation_rows.refresh(con, changed, affected_before)
+            if not reconciliation_rows.up_to_date(con, views):  # else the same files made them: keep them
+                for view in views:
+                    _apply_view(con, view)
+            reconciliation_rows.refresh(con, changed, affected_before, views)
             _verify(con, _BALANCES, expected)
             _verify(con, _OBSERVATIONS, expected_syncs)
             con.execute("COMMIT")
