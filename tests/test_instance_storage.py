@@ -62,6 +62,40 @@ def test_engines_are_reused_and_bounded(tmp_path: Path) -> None:
     assert len(storage._engines._engines) == ENGINES_KEPT  # noqa: SLF001 - the bound is the point
 
 
+
+def test_connections_stay_open_between_uses_without_holding_a_lock(tmp_path: Path) -> None:
+    """Each use takes an open connection from the pool (no new SQLite connection, no schema read per
+    event), from any thread; between uses it holds no lock, so another writer is never kept waiting."""
+    import sqlite3
+    import threading
+
+    from sqlalchemy import event
+
+    storage = SqliteEventLogStorageReusingEngines(str(tmp_path))
+    with storage.run_connection("run-a") as first:  # creates the shard's tables
+        engine = first.engine
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection))
+
+    def use() -> None:
+        with storage.run_connection("run-a") as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM event_logs").fetchall()
+
+    for _ in range(10):
+        use()
+    worker = threading.Thread(target=use)  # a pooled connection serves any thread, one at a time
+    worker.start()
+    worker.join()
+    assert opened == []
+
+    other = sqlite3.connect(tmp_path / "run-a.db", timeout=0)  # another process's writer: no waiting allowed
+    try:
+        other.execute("CREATE TABLE written_beside_the_pool (x INTEGER)")
+        other.commit()
+    finally:
+        other.close()
+
+
 # --- the guard: verified against one Dagster release only ---------------------------------------
 
 

@@ -220,7 +220,7 @@ class _Engines:
                 # check_same_thread off: the pool hands a connection to one thread at a time, not
                 # always the thread that opened it; max_overflow=-1: never wait for a connection.
                 engine = self._engines[key] = create_engine(
-                    url, poolclass=QueuePool, pool_size=_POOLED_CONNECTIONS, max_overflow=-1,
+                    url, poolclass=QueuePool, pool_size=_POOLED_CONNECTIONS, max_overflow=-1, pool_use_lifo=True,
                     connect_args={**(connect_args or {}), "check_same_thread": False},
                 )
                 while len(self._engines) > self._keep:
