@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,14 @@ def _shipped(in_package: str, in_checkout: str) -> Path:
 
 # What the pipeline reads at run time besides its code.
 PACKAGED_SQL_DIR = _shipped("sql", "sql")
+
+
+@functools.cache
+def packaged_sql(folder: str, name: str) -> str:
+    """The text of ``sql/<folder>/<name>.sql`` as shipped with the package, read once per process."""
+    return (PACKAGED_SQL_DIR / folder / f"{name}.sql").read_text(encoding="utf-8")
+
+
 DAGSTER_YAML_TEMPLATE = _shipped("dagster.yaml", "dagster_home/dagster.yaml")
 
 

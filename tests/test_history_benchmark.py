@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 from balances_etl.domain.names import Check
 from balances_etl.domain.transactions import SyncMetadata
 from balances_etl.pipeline.transactions_sync import sync_horizon
-from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP
+from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP, packaged_sql
 from balances_etl.storage.parquet import TRANSACTION_SYNCS, partition_file_metadata, partition_path
-from balances_etl.storage.warehouse import _transactions_query, connect_read_only
+from balances_etl.storage.warehouse import connect_read_only
 from balances_etl.transforms.checks import evaluate_checks
 from balances_etl.transforms.transactions import TRANSACTION_CHECKS
 from benchmarks.history import build_history
@@ -74,13 +74,13 @@ def test_history_with_transactions_rolls_forward(tmp_path: Path) -> None:
     next_day = LAST_DAY + dt.timedelta(days=1)
     with published_syncs(data_dir) as syncs:
         previous = previous_transaction_sync(syncs, next_day)
-        [general] = syncs.execute(_transactions_query("previous_sync"), {"day": next_day}).fetchall()
+        [general] = syncs.execute(packaged_sql("transactions", "previous_sync"), {"day": next_day}).fetchall()
         assert tuple(general) == (previous.snapshot_date, previous.observed_at, previous.newest_created,
                                   previous.earliest_pending)
         assert previous.earliest_pending is not None  # Pending ones are there to find
         for since, horizon in ((None, None), (previous.newest_created - dt.timedelta(days=3),) * 2):
             params = {"day": next_day, "since": since, "horizon": horizon}
-            general_known = syncs.sql(_transactions_query("known_before"), params=params).to_arrow_table()
+            general_known = syncs.sql(packaged_sql("transactions", "known_before"), params=params).to_arrow_table()
             daily_known = known_transactions(syncs, next_day, since=since, horizon=horizon)
             assert daily_known.num_rows > 0
             assert daily_known.to_pylist() == general_known.cast(daily_known.schema).to_pylist()

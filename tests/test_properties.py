@@ -716,12 +716,12 @@ def test_the_rows_each_load_stores_equal_their_definition_after_every_load(
     state: dict[int, list | None] = {}
     stored: dict[str, list[tuple]] = {table: [] for table in STORED_TABLES}
     before = warehouse_of([], stale_after_days, ledger_dir)
-    for n, replay in loads:
+    for n, replayed in loads:
         if n >= len(history):
             continue
         affected_before = reconciliation_rows.earliest_affected(before, [day(n)])
         before.close()
-        state[n] = replay if replay is not None and n in state else history[n]
+        state[n] = replayed if replayed is not None and n in state else history[n]
         after = warehouse_of(  # every stored row computed from scratch over all history
             [state.get(m) for m in range(MAX_DAYS)], stale_after_days, ledger_dir,
             [on and m in state for m, on in enumerate(synced)], seen,

@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
 from pathlib import Path
 
 import duckdb
 
-from balances_etl.settings import PACKAGED_SQL_DIR
+from balances_etl.settings import packaged_sql
 from balances_etl.storage.warehouse import connect_read_only
 
-QUERIES_DIR = PACKAGED_SQL_DIR / "queries"
 SAMPLE_SIZE = 20
 
 
@@ -35,10 +33,9 @@ class DayReconciliation:
         return sum(self.breaks_by_check.values())
 
 
-@cache
 def load_query(name: str) -> str:
     """The text of ``sql/queries/<name>.sql``."""
-    return (QUERIES_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    return packaged_sql("queries", name)
 
 
 def summarize_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> DayReconciliation:

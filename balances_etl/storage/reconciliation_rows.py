@@ -21,15 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 
 import duckdb
 
 from balances_etl.domain.names import Table, View
-from balances_etl.settings import PACKAGED_SQL_DIR
+from balances_etl.settings import packaged_sql
 
-_QUERIES = PACKAGED_SQL_DIR / "queries"
 # what the stored rows are computed from: the macro and the views the breaks' definition reads
 _MACRO = "rollforward_since"
 _VIEWS_READ = (View.BALANCE_CHANGES, View.SNAPSHOT_GAPS, View.CURRENCY_CHANGES, View.PENDING_EXPLAINED)
@@ -51,9 +49,8 @@ class Refreshed:
     since: date | None  # the earliest date recomputed (None: nothing)
 
 
-@cache
 def _query(name: str) -> str:
-    return (_QUERIES / f"{name}.sql").read_text(encoding="utf-8")
+    return packaged_sql("queries", name)
 
 
 def earliest_affected(con: duckdb.DuckDBPyConnection, changed: Sequence[date]) -> date | None:

@@ -18,17 +18,21 @@ import pyarrow as pa
 
 from balances_etl.domain.names import Table
 from balances_etl.domain.transactions import KNOWN_SCHEMA
-from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS
+from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, packaged_sql
 from balances_etl.storage.warehouse import (
     ATTACH_ALIAS,
     PreviousSync,
-    _transactions_query,
-    _writer_lock,
     connect_read_only,
     warehouse_path,
+    writer_lock,
     writer_path,
 )
 from balances_etl.storage.warehouse_store import restore_published
+
+
+def _query(name: str) -> str:
+    return packaged_sql("transactions", name)
+
 
 # The published warehouse when it holds the syncs' tables; None when it does not (no sync before).
 PublishedSyncs = duckdb.DuckDBPyConnection | None
@@ -38,7 +42,7 @@ PublishedSyncs = duckdb.DuckDBPyConnection | None
 def published_syncs(data_dir: Path) -> Iterator[PublishedSyncs]:
     """A read-only connection to the published warehouse when it holds the syncs' tables, else None."""
     if not warehouse_path(data_dir).exists():
-        with _writer_lock(data_dir, DEFAULT_LOCK_TIMEOUT_SECONDS):
+        with writer_lock(data_dir, DEFAULT_LOCK_TIMEOUT_SECONDS):
             restore_published(warehouse_path(data_dir), writer_path(data_dir))
     if not warehouse_path(data_dir).exists():
         yield None
@@ -68,7 +72,7 @@ def previous_transaction_sync(syncs: PublishedSyncs, day: date) -> PreviousSync 
     if syncs is None:
         return None
     if _later_syncs(syncs, day):
-        rows = syncs.execute(_transactions_query("previous_sync"), {"day": day}).fetchall()
+        rows = syncs.execute(_query("previous_sync"), {"day": day}).fetchall()
         return PreviousSync(*rows[0]) if rows else None
     latest = syncs.execute(
         "SELECT snapshot_date, observed_at FROM transaction_syncs WHERE snapshot_date < ? ORDER BY snapshot_date DESC LIMIT 1",
@@ -78,7 +82,7 @@ def previous_transaction_sync(syncs: PublishedSyncs, day: date) -> PreviousSync 
         return None
     [(snapshot_date, observed_at)] = latest
     [(newest_created, earliest_pending)] = syncs.execute(
-        _transactions_query("previous_sync_latest"), {"previous": snapshot_date}
+        _query("previous_sync_latest"), {"previous": snapshot_date}
     ).fetchall()
     return PreviousSync(snapshot_date, observed_at, newest_created, earliest_pending)
 
@@ -90,9 +94,9 @@ def known_transactions(syncs: PublishedSyncs, day: date, *, since: datetime | No
         return KNOWN_SCHEMA.empty_table()
     params = {"since": since, "horizon": horizon}
     if _later_syncs(syncs, day):
-        query, params = _transactions_query("known_before"), {"day": day, **params}
+        query, params = _query("known_before"), {"day": day, **params}
     else:
-        query = _transactions_query("known_before_latest")
+        query = _query("known_before_latest")
     known = syncs.sql(query, params=params).to_arrow_table()
     return known.cast(KNOWN_SCHEMA)
 
@@ -102,6 +106,6 @@ def transactions_day_summary(data_dir: Path, day: date) -> dict[str, int | None]
     with published_syncs(data_dir) as syncs:
         if syncs is None:
             raise FileNotFoundError(f"the published warehouse holds no transactions sync (looking for {day})")
-        cursor = syncs.execute(_transactions_query("day_summary"), {"day": day})
+        cursor = syncs.execute(_query("day_summary"), {"day": day})
         names = [column[0] for column in cursor.description]
         return dict(zip(names, cursor.fetchone(), strict=True))

@@ -27,7 +27,7 @@ from balances_etl.domain.names import Table
 from balances_etl.domain import transactions
 from balances_etl.domain.balances import COLUMN_NAMES, COLUMNS, Column
 from balances_etl.domain.transactions import SyncMetadata
-from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR, WAREHOUSE_STORAGE_VERSION, SettingsError
+from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STALE_AFTER_DAYS, PACKAGED_SQL_DIR, WAREHOUSE_STORAGE_VERSION, SettingsError, packaged_sql
 from balances_etl.storage import reconciliation_rows
 from balances_etl.storage.files import atomic_replace, clone_file, exclusive_lock, remove_stale_temps
 from balances_etl.storage.ledger import replace_ledger_table, write_reconciliation_settings
@@ -51,7 +51,6 @@ ATTACH_ALIAS = "warehouse"
 _ROW_GROUP_ROWS = 32_768
 
 _COLUMN_LIST = ", ".join(COLUMN_NAMES)
-_TRANSACTIONS_SQL = PACKAGED_SQL_DIR / "transactions"
 
 
 def _create_table(name: str, columns: Sequence[Column]) -> str:
@@ -106,7 +105,7 @@ class LoadResult:
     ledger_rows: int
     published_path: Path
     publish_seconds: float
-    views_applied: list[str]
+    views_applied: list[str]  # the view files the warehouse's views are made from (run again only when they changed)
     transactions: int | None = None  # rows of the day's transactions sync loaded; None: the day has none
 
 
@@ -202,7 +201,7 @@ def load_partition(
     if not source.exists():
         raise FileNotFoundError(f"no Parquet partition for {snapshot_date}: {source}")
     synced = partition_path(data_dir, snapshot_date, TRANSACTION_SYNCS).exists()
-    with _writer_lock(data_dir, lock_timeout_seconds):
+    with writer_lock(data_dir, lock_timeout_seconds):
         restore_published(warehouse_path(data_dir), writer_path(data_dir))
         _seed_writer(data_dir)
         if behind_the_store(data_dir, writer_path(data_dir), snapshot_date):
@@ -243,7 +242,7 @@ def rebuild_from_parquet(
     if not days:
         raise FileNotFoundError(f"no Parquet partitions under {data_dir} to rebuild from")
     sync_days = partition_dates(data_dir, TRANSACTION_SYNCS)
-    with _writer_lock(data_dir, lock_timeout_seconds):
+    with writer_lock(data_dir, lock_timeout_seconds):
         with _replacing_database(writer_path(data_dir)) as tmp:
             written = _write(tmp, data_dir, sql_dir, days, stale_after_days, sync_days)
         publish_seconds = _publish(data_dir)
@@ -259,10 +258,6 @@ def rebuild_from_parquet(
     )
 
 
-def _transactions_query(name: str) -> str:
-    return (_TRANSACTIONS_SQL / f"{name}.sql").read_text(encoding="utf-8")
-
-
 def _load_sync(con: duckdb.DuckDBPyConnection, source: Path, day: date, rows: int) -> None:
     """Load one sync partition (``sql/transactions/load_sync.sql``) inside the caller's transaction."""
     metadata = partition_file_metadata(source)
@@ -275,11 +270,11 @@ def _load_sync(con: duckdb.DuckDBPyConnection, source: Path, day: date, rows: in
     }
     for name, (sql_type, value) in variables.items():
         con.execute(f"SET VARIABLE {name} = CAST(? AS {sql_type})", [value])
-    con.execute(_transactions_query("load_sync"))
+    con.execute(packaged_sql("transactions", "load_sync"))
 
 
 @contextmanager
-def _writer_lock(data_dir: Path, timeout_seconds: float) -> Iterator[None]:
+def writer_lock(data_dir: Path, timeout_seconds: float) -> Iterator[None]:
     """One writer at a time across processes; leftovers of killed writers are removed under the lock."""
     with exclusive_lock(data_dir / STATE_DIR / LOCK_FILE, timeout_seconds):
         remove_stale_temps(writer_path(data_dir))
