@@ -112,6 +112,24 @@ def test_nulls_in_non_nullable_columns_fail_schema() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f: f,
+        lambda f: f.drop(columns=["asset"]),
+        lambda f: f.assign(extra=1),
+        lambda f: f[list(reversed(COLUMN_NAMES))],
+        lambda f: with_column(with_column(f, "account_type", ["Current", None, None]), "total_raw", [None, "2", "x"]),
+    ],
+)
+def test_an_arrow_table_is_judged_exactly_like_its_frame(change) -> None:
+    """A transactions sync hands its checks the Arrow table it built, never a pandas frame."""
+    frame = change(snapshot(*GOOD_PAGES))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    previous = snapshot(GOOD_PAGES[0])
+    assert evaluate_snapshot_checks(table, previous) == evaluate_snapshot_checks(frame, previous)
+
+
 def test_nulls_where_nullable_pass_schema() -> None:
     frame = snapshot([("BTC", WIDE, WIDE)])
     assert frame["available_amount"].isna().all()

@@ -621,3 +621,22 @@ def test_sigkill_during_load_leaves_a_readable_warehouse_and_rerun_completes(dat
         result = load_partition(data_dir, DAY1, sql_dir)
         assert (result.rows, result.total_rows) == (30_000, 50_000)
         assert not list(data_dir.glob(".warehouse.duckdb.tmp-*"))
+
+
+def test_the_pipelines_reused_duckdb_instance_reads_a_replaced_warehouse_anew(data_dir: Path, sql_dir: Path) -> None:
+    """Each pipeline read attaches the published file afresh, on an instance kept from the last read."""
+    publish_partition(data_dir, DAY1, make_frame(DAY1))
+    load_partition(data_dir, DAY1, sql_dir)
+    with warehouse_module.reading_published(data_dir) as first:
+        assert day_rows(first) == {DAY1: 1}
+    publish_partition(data_dir, DAY2, make_frame(DAY2))
+    load_partition(data_dir, DAY2, sql_dir)  # publishes a new file in place of the one read above
+    with warehouse_module.reading_published(data_dir) as second:
+        assert second is first  # the same instance, not a new one
+        assert day_rows(second) == {DAY1: 1, DAY2: 1}
+        with warehouse_module.reading_published(data_dir) as meanwhile:  # a read at the same time: its own
+            assert meanwhile is not second and day_rows(meanwhile) == {DAY1: 1, DAY2: 1}
+    with pytest.raises(duckdb.Error), warehouse_module.reading_published(data_dir) as failing:
+        failing.execute("SELECT * FROM no_such_table")
+    with warehouse_module.reading_published(data_dir) as after_failure:
+        assert day_rows(after_failure) == {DAY1: 1, DAY2: 1}

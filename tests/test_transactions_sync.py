@@ -273,7 +273,7 @@ def test_replay_from_the_landing_rebuilds_the_same_partition(pipeline: Pipeline)
     assert (replayed.horizon, replayed.observed_at, replayed.stats.stopped_early) == (
         live.horizon, live.observed_at, True
     )
-    assert replayed.frame.equals(live.frame)
+    assert replayed.table.equals(live.table)
     assert replayed.published.sha256 == live.published.sha256
 
 

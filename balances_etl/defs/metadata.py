@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from balances_etl.domain.amounts import AMOUNT_PATTERN
 from balances_etl.domain.balances import Column
@@ -82,8 +83,11 @@ def stats_metadata(stats: Mapping[str, object]) -> dict[str, object]:
     return {f"noah/{key}": dg.MetadataValue.json(value) if isinstance(value, list) else value for key, value in stats.items()}
 
 
-def preview(frame: pd.DataFrame, columns: Sequence[str]) -> dg.MetadataValue:
-    head = frame.head(PREVIEW_ROWS)
+def preview(rows: pd.DataFrame | pa.Table, columns: Sequence[str]) -> dg.MetadataValue:
+    head = (
+        rows.slice(0, PREVIEW_ROWS).to_pandas(types_mapper=pd.ArrowDtype) if isinstance(rows, pa.Table)
+        else rows.head(PREVIEW_ROWS)
+    )
     return dg.MetadataValue.md(markdown_table([{c: row[c] for c in columns} for _, row in head.iterrows()]))
 
 

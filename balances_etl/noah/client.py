@@ -147,13 +147,14 @@ class NoahClient:
         Pipelined one page deep: once a page's envelope and next token are checked, the next page
         is requested, and this page is decoded strictly (repeated keys), its items validated and
         the page handed to ``on_page`` with its items while NOAH prepares the next. Pages reach
-        ``on_page`` in order, each once, and only when valid. With ``stop_after``, each page's
+        ``on_page`` in order, each once, and only when valid; the returned :class:`Fetched` then
+        holds the stats alone (``on_page`` took the pages and items). With ``stop_after``, each page's
         decoded JSON is judged before the next is requested (so no page past the stop is ever
         requested), and the fetch ends after the first page for which it returns True
         (``stats.stopped_early``).
         On failure the raised :class:`NoahError` carries the partial ``stats``.
         """
-        assembler = PageAssembler(endpoint.items, max_pages=self.config.max_pages)
+        assembler = PageAssembler(endpoint.items, max_pages=self.config.max_pages, keep=on_page is None)
         url = self.config.base_url + endpoint.path
         started = self._clock()
         token: str | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from balances_etl.settings import packaged_sql
-from balances_etl.storage.warehouse import connect_read_only
+from balances_etl.storage.warehouse import reading_published
 
 SAMPLE_SIZE = 20
 
@@ -62,11 +62,8 @@ def reconcile_day(con: duckdb.DuckDBPyConnection, snapshot_date: date) -> tuple[
 
 def reconcile_published_day(data_dir: Path, snapshot_date: date) -> tuple[DayReconciliation, list[dict[str, str]]]:
     """``reconcile_day`` on the published warehouse, read-only, on a connection of its own."""
-    con = connect_read_only(data_dir)
-    try:
+    with reading_published(data_dir) as con:
         return reconcile_day(con, snapshot_date)
-    finally:
-        con.close()
 
 
 def _fetch_breaks(con: duckdb.DuckDBPyConnection, query: str, snapshot_date: date) -> list[dict[str, str]]:

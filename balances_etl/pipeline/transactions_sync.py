@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,7 +31,12 @@ from balances_etl.pipeline.snapshot import blocking_failure_message
 from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP
 from balances_etl.storage.parquet import COMPRESSION, TRANSACTION_SYNCS, PartitionFile, PartitionWriter, StagedPartition
 from balances_etl.storage.raw import RawLanding, latest_raw_landing, read_raw_bodies, read_raw_manifest
-from balances_etl.storage.transaction_reads import known_transactions, previous_transaction_sync, published_syncs
+from balances_etl.storage.transaction_reads import (
+    PublishedSyncs,
+    known_transactions,
+    previous_transaction_sync,
+    published_syncs,
+)
 from balances_etl.storage.warehouse import PreviousSync
 from balances_etl.transforms.checks import CheckOutcome, PartitionChecks, evaluate_checks
 from balances_etl.transforms.normalize import AmountValidationError
@@ -41,6 +45,7 @@ from balances_etl.transforms.transactions import TRANSACTION_CHECKS, normalize_t
 ENDPOINT = TRANSACTIONS.name  # the raw landing's folder
 _HORIZON = "horizon"  # the landing manifest's stats key: a replay uses the horizon the fetch used
 _DAILY_SYNC_ROWS = 50_000  # below: checks inline, overlapped with the partition write
+_DAILY_SYNC_PAGES = 100  # landed durably one by one as they arrive; further pages at the end
 
 
 class TransactionSyncFailed(RuntimeError):
@@ -62,13 +67,13 @@ class TransactionSync:
     previous: PreviousSync | None  # what the horizon came from
     stats: FetchStats
     landing: Path | None  # None when the pages were replayed from an earlier landing
-    frame: pd.DataFrame  # the sync's rows (``domain.transactions.COLUMNS``)
+    table: pa.Table  # the sync's rows (``domain.transactions.COLUMNS``)
     outcomes: list[CheckOutcome]
     published: PartitionFile | None  # None when a blocking check failed
 
     @property
     def rows(self) -> int:
-        return len(self.frame)
+        return self.table.num_rows
 
     @property
     def pages(self) -> int:
@@ -102,17 +107,27 @@ def sync_horizon(previous: PreviousSync | None, overlap: dt.timedelta) -> dt.dat
     return min((c for c in candidates if c is not None), default=None)
 
 
-def stop_before(horizon: dt.datetime | None) -> StopCondition | None:
-    """Stop after the first page lying entirely before ``horizon`` (None: read every page)."""
-    return None if horizon is None else partial(page_created_before, horizon=horizon)
+def stop_at_horizon(horizon: Callable[[], dt.datetime | None], not_after: dt.datetime) -> StopCondition:
+    """Stop after the first page lying entirely before the horizon (None: read every page).
+
+    ``horizon()`` may wait for the warehouse read it comes from; it is asked only about a page lying
+    entirely before ``not_after``, which no horizon is later than, so the newer pages (a daily
+    sync's all but the last few) are fetched while the warehouse is read. The pages read are the
+    same as with the horizon known from the start."""
+
+    def stop(document: object) -> bool:
+        if not page_created_before(document, not_after):
+            return False
+        limit = horizon()
+        return limit is not None and page_created_before(document, limit)
+
+    return stop
 
 
 def _set_up_arrow() -> None:
-    """Arrow's one-time set-ups, which a process pays on first use, done while the pages are fetched
-    rather than after: Acero's (~10 ms, keys_unique's group_by) and the Parquet writer's codec."""
-    empty = ARROW_SCHEMA.empty_table()
-    empty.group_by(["transaction_id"]).aggregate([([], "count_all")])
-    pq.write_table(empty, io.BytesIO(), compression=COMPRESSION)
+    """Arrow's one-time set-up of the Parquet writer's codec, which a process pays on first use,
+    done while the pages are fetched rather than after."""
+    pq.write_table(ARROW_SCHEMA.empty_table(), io.BytesIO(), compression=COMPRESSION)
 
 
 class TransactionsSource(Protocol):
@@ -124,8 +139,9 @@ class TransactionsSource(Protocol):
     def horizon(self, previous: PreviousSync | None) -> dt.datetime | None:
         """The horizon the pages are read down to."""
 
-    def pages(self, on_page: PageConsumer, stop_after: StopCondition | None) -> FetchStats:
-        """Hand every valid page and its items to ``on_page``, in order; raise TransactionSyncFailed."""
+    def pages(self, on_page: PageConsumer, horizon: Callable[[], dt.datetime | None]) -> FetchStats:
+        """Hand every valid page and its items to ``on_page``, in order, down to ``horizon()`` (which
+        may wait for the warehouse read); raise TransactionSyncFailed."""
 
 
 class NoahTransactionsSource:
@@ -143,7 +159,10 @@ class NoahTransactionsSource:
     def horizon(self, previous: PreviousSync | None) -> dt.datetime | None:
         return sync_horizon(previous, self._overlap)
 
-    def pages(self, on_page: PageConsumer, stop_after: StopCondition | None) -> FetchStats:
+    def pages(self, on_page: PageConsumer, horizon: Callable[[], dt.datetime | None]) -> FetchStats:
+        # No horizon is later than now minus the overlap: the previous sync's newest Created was
+        # listed before now (NOAH's clock running that far ahead of ours would only cost more pages).
+        stop_after = stop_at_horizon(horizon, not_after=self.observed_at - self._overlap)
         try:
             return self._client.fetch(TRANSACTIONS, on_page=on_page, stop_after=stop_after).stats
         except NoahError as err:
@@ -170,7 +189,7 @@ class LandedTransactionsSource:
     def horizon(self, previous: PreviousSync | None) -> dt.datetime | None:
         return self._horizon
 
-    def pages(self, on_page: PageConsumer, stop_after: StopCondition | None) -> FetchStats:
+    def pages(self, on_page: PageConsumer, horizon: Callable[[], dt.datetime | None]) -> FetchStats:
         try:
             fetched = replay(TRANSACTIONS, self._bodies, stopped_early=self._stopped_early)
         except NoahError as err:
@@ -186,22 +205,26 @@ def sync_transactions(source: TransactionsSource, data_dir: Path, day: dt.date, 
     previous one). Raises :class:`TransactionSyncFailed` and publishes no partition on any failure.
 
     A daily sync reads a few dozen pages, so its fixed costs count: both warehouse reads share one
-    connection; each page is written and fsynced as it lands (on the landing's thread); the landing
-    is published, the known transactions read and the partition written (privately) on threads
-    while the rows are normalized and judged (fsync, DuckDB and Parquet leave the GIL). The
-    partition is published only once the landing is durable and if no blocking check failed.
+    connection, opened and read for the horizon on a thread while the first pages are fetched;
+    each page is written and fsynced as it lands (on the landing's thread); the landing is
+    published, the known transactions read and the partition written (privately) on threads while
+    the rows are normalized and judged (fsync, DuckDB and Parquet leave the GIL). The partition is
+    published only once the landing is durable and if no blocking check failed.
     """
     observed_at = source.observed_at.astimezone(dt.UTC)
     batches: list[pa.RecordBatch] = []
     with ExitStack() as unpublished, ThreadPoolExecutor(max_workers=3, thread_name_prefix="sync") as background:
         warehouse = unpublished.enter_context(ExitStack())  # closed as soon as the known transactions are read
-        syncs = warehouse.enter_context(published_syncs(data_dir))
-        previous = previous_transaction_sync(syncs, day)
-        horizon = source.horizon(previous)
+
+        def read_previous() -> tuple[PublishedSyncs, PreviousSync | None]:
+            syncs = warehouse.enter_context(published_syncs(data_dir))
+            return syncs, previous_transaction_sync(syncs, day)
+
+        previous_read = background.submit(read_previous)  # while the first pages are fetched
         landing = (
-            # a daily sync's few dozen pages made durable as they land; a first sync's thousands are
-            # written back and fsynced at the end, as balances do (queued pages would hold memory)
-            unpublished.enter_context(RawLanding(data_dir, day, observed_at, run_id, ENDPOINT, sync_pages=horizon is not None))
+            # a daily sync's few dozen pages made durable as they land; a first sync's thousands
+            # mostly written back and fsynced at the end, as balances do
+            unpublished.enter_context(RawLanding(data_dir, day, observed_at, run_id, ENDPOINT, durable_pages=_DAILY_SYNC_PAGES))
             if source.lands else None
         )
 
@@ -212,7 +235,9 @@ def sync_transactions(source: TransactionsSource, data_dir: Path, day: dt.date, 
                 landing.add_page(page)
             batches.append(items)
 
-        stats = source.pages(take_page, stop_before(horizon))
+        stats = source.pages(take_page, lambda: source.horizon(previous_read.result()[1]))
+        syncs, previous = previous_read.result()
+        horizon = source.horizon(previous)
 
         def publish_landing() -> Path | None:
             return None if landing is None else landing.publish({**stats.as_metadata(), _HORIZON: horizon})
@@ -242,18 +267,17 @@ def sync_transactions(source: TransactionsSource, data_dir: Path, day: dt.date, 
             partition.write(rows)
             return partition.finish()
 
-        frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
         if rows.num_rows < _DAILY_SYNC_ROWS:
             # A daily sync's few thousand rows: written while judged inline (a pool costs more than it saves).
             staged = background.submit(write_partition)
             checks = PartitionChecks(TRANSACTION_CHECKS)
             checks.add_rows(rows)
-            outcomes = checks.outcomes(frame, known.result(), rows=rows)
+            outcomes = checks.outcomes(rows, known.result())
         else:
             # A first sync's million rows: judged on a pool, then written (both at once would hold more copies).
-            outcomes = evaluate_checks(TRANSACTION_CHECKS, frame, known.result())
+            outcomes = evaluate_checks(TRANSACTION_CHECKS, rows, known.result())
             staged = background.submit(write_partition)
-        sync = TransactionSync(day, observed_at, horizon, previous, stats, landing_published.result(), frame, outcomes, None)
+        sync = TransactionSync(day, observed_at, horizon, previous, stats, landing_published.result(), rows, outcomes, None)
         if sync.blocking_failures:
             raise TransactionSyncFailed(blocking_failure_message(day, sync.blocking_failures), landing=sync.landing, sync=sync)
         return replace(sync, published=staged.result().publish())

@@ -79,17 +79,17 @@ class RawLanding:
 
     ``add_page`` writes a body into the hidden staging directory and starts its write-back without
     waiting, so ``publish`` (fsync every file, write the manifest, rename into place) finds the
-    bytes mostly on disk already. With ``sync_pages`` (a few dozen pages, whose publishing is on the
-    critical path), each page is written and fsynced on a thread of the landing's own while the
-    fetch goes on (fsync waits outside the GIL; in the fetch thread a busy disk's 1-3 ms per fsync
-    held up the next request), so ``publish`` waits for little more than the last page, and raises
-    what a page's write raised. As a context manager, a landing left unpublished is removed; a
+    bytes mostly on disk already. The first ``durable_pages`` (a daily sync's few dozen, whose
+    publishing is on the critical path) are instead each written and fsynced on a thread of the
+    landing's own while the fetch goes on (fsync waits outside the GIL; in the fetch thread a busy
+    disk's 1-3 ms per fsync held up the next request), so a small landing's ``publish`` waits for
+    little more than its last page, and raises what a page's write raised. As a context manager, a landing left unpublished is removed; a
     killed process leaves its staging directory, which the next landing on this host removes.
     """
 
     def __init__(
         self, data_dir: Path, snapshot_date: date, taken_at: datetime, run_id: str, endpoint: str = BALANCES,
-        *, sync_pages: bool = False,
+        *, durable_pages: int = 0,
     ) -> None:
         self.snapshot_date, self.taken_at, self.run_id = snapshot_date, taken_at, run_id
         self._day_dir = raw_root(data_dir, endpoint) / f"snapshot_date={snapshot_date.isoformat()}"
@@ -103,9 +103,10 @@ class RawLanding:
         remove_abandoned_stagings(data_dir, endpoint)
         self._staging = raw_root(data_dir, endpoint) / f"{_STAGING_PREFIX}{owner_tag()}-{uuid.uuid4().hex[:12]}"
         make_dirs_durable(self._staging)
-        self._pages: list[RawPage] = []
-        # sync_pages: the pages' writes, each made durable on the writer thread
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing") if sync_pages else None
+        self._entries: list[dict[str, object]] = []  # the manifest's, one per page: no bodies held
+        self._durable_pages = durable_pages
+        # the first durable_pages pages' writes, each made durable on the writer thread
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing") if durable_pages else None
         self._writes: list[Future[None]] = []
         self._published = False
 
@@ -120,26 +121,24 @@ class RawLanding:
 
     def add_page(self, page: RawPage) -> None:
         """Write the next page's body (pages come numbered 1, 2, ...), checked against its sha256."""
-        if page.page_number != len(self._pages) + 1:
-            raise ValueError(f"page {page.page_number} added after {len(self._pages)} pages: pages come in order")
+        if page.page_number != len(self._entries) + 1:
+            raise ValueError(f"page {page.page_number} added after {len(self._entries)} pages: pages come in order")
         _check_hash(page)
         path = self._staging / page_file_name(page.page_number)
-        if self._writer is not None:
+        if len(self._entries) < self._durable_pages:
             self._writes.append(self._writer.submit(write_file_durably, path, page.body))
         else:
             write_file_starting_writeback(path, page.body)
-        self._pages.append(page)
+        self._entries.append(_manifest_entry(page))
 
     def publish(self, stats: Mapping[str, object]) -> Path:
         """Make every page durable, write the manifest, upload it (S3 store), move it into place; returns its path."""
-        if self._writer is not None:
-            for write in self._writes:
-                write.result()  # raises what a write raised
-        else:
-            _fsync_all([self._staging / page_file_name(page.page_number) for page in self._pages])
-        _write_landing(self._staging, self.snapshot_date, self.taken_at, self.run_id, self._pages, stats)
+        for write in self._writes:
+            write.result()  # raises what a write raised
+        _fsync_all([self._staging / str(entry["file"]) for entry in self._entries[self._durable_pages:]])
+        _write_landing(self._staging, self.snapshot_date, self.taken_at, self.run_id, self._entries, stats)
         if self._store is not None:
-            for name in [*(page_file_name(page.page_number) for page in self._pages), MANIFEST_NAME]:
+            for name in [*(str(entry["file"]) for entry in self._entries), MANIFEST_NAME]:
                 self._store.put(f"{self._key}/{name}", (self._staging / name).read_bytes(), overwrite=False)
         make_dirs_durable(self._day_dir)
         os.rename(self._staging, self.path)  # fails if the landing appeared meanwhile: never overwrites one
@@ -159,38 +158,36 @@ def remove_abandoned_stagings(data_dir: Path, endpoint: str = BALANCES) -> list[
     return removed
 
 
+def _manifest_entry(page: RawPage) -> dict[str, object]:
+    return {
+        "page_number": page.page_number,
+        "file": page_file_name(page.page_number),
+        "request_path": page.request_path,
+        "query": dict(page.query),
+        "status": page.status,
+        "sha256": page.sha256,
+        "bytes": len(page.body),
+        "received_at": page.received_at.isoformat(),
+        "attempts": page.attempts,
+        "elapsed_seconds": page.elapsed_seconds,
+    }
+
+
 def _write_landing(
     staging: Path,
     snapshot_date: date,
     taken_at: datetime,
     run_id: str,
-    pages: Sequence[RawPage],
+    entries: Sequence[Mapping[str, object]],
     stats: Mapping[str, object],
 ) -> None:
     """Write the manifest (last) into the unpublished staging directory, whose page files are written."""
-    entries = []
-    for page in pages:
-        name = page_file_name(page.page_number)
-        entries.append(
-            {
-                "page_number": page.page_number,
-                "file": name,
-                "request_path": page.request_path,
-                "query": dict(page.query),
-                "status": page.status,
-                "sha256": page.sha256,
-                "bytes": len(page.body),
-                "received_at": page.received_at.isoformat(),
-                "attempts": page.attempts,
-                "elapsed_seconds": page.elapsed_seconds,
-            }
-        )
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "snapshot_date": snapshot_date.isoformat(),
         "taken_at": taken_at.astimezone(UTC).isoformat(),
         "run_id": run_id,
-        "page_count": len(pages),
+        "page_count": len(entries),
         "pages": entries,
         "stats": dict(stats),
         "complete": True,

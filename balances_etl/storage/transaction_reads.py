@@ -2,8 +2,8 @@
 horizon (``previous_transaction_sync``), the transactions it judges against (``known_transactions``)
 and a day's summary for Dagster (``transactions_day_summary``).
 
-A sync makes both its reads on one connection (``published_syncs``): opening a DuckDB instance and
-attaching the file costs ~20 ms, more than either query.
+A sync makes both its reads on one connection (``published_syncs``): attaching the file costs more
+than either query.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from balances_etl.settings import DEFAULT_LOCK_TIMEOUT_SECONDS, packaged_sql
 from balances_etl.storage.warehouse import (
     ATTACH_ALIAS,
     PreviousSync,
-    connect_read_only,
+    reading_published,
     warehouse_path,
     writer_lock,
     writer_path,
@@ -47,15 +47,12 @@ def published_syncs(data_dir: Path) -> Iterator[PublishedSyncs]:
     if not warehouse_path(data_dir).exists():
         yield None
         return
-    con = connect_read_only(data_dir)
-    try:
+    with reading_published(data_dir) as con:
         has_syncs = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
             [ATTACH_ALIAS, Table.TRANSACTION_SYNCS.value],
         ).fetchall() == [(1,)]
         yield con if has_syncs else None
-    finally:
-        con.close()
 
 
 def _later_syncs(syncs: duckdb.DuckDBPyConnection, day: date) -> bool:

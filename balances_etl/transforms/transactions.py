@@ -94,10 +94,18 @@ def normalize_transactions(items: pa.Table, *, snapshot_date: datetime.date, obs
 def page_created_before(document: object, horizon: datetime.datetime) -> bool:
     """Whether a page (NOAH's decoded JSON, judged before it is validated so that the next page can
     be requested meanwhile) lies entirely before ``horizon``: it holds items, all created earlier.
-    The same instants as the rows get; False when a Created is unreadable, as validation then fails."""
+    The same instants as the rows get; False when a Created is unreadable, as validation then fails.
+    The newest item comes first (NOAH lists newest first), so a page the sync reads on is told by
+    its first item alone, read by Python (~50 times cheaper than an Arrow cast, and the same
+    instant for any RFC 3339 string); the whole page is read only when that one lies before."""
     items = document.get(ITEMS) if isinstance(document, dict) else None
     if not isinstance(items, list) or not items:
         return False
+    try:
+        if datetime.datetime.fromisoformat(items[0]["Created"]) >= horizon:
+            return False
+    except (KeyError, TypeError, ValueError):
+        pass  # judged below, exactly as the rows' instants are
     created = [item.get("Created") if isinstance(item, dict) else None for item in items]
     if not all(isinstance(value, str) for value in created):
         return False

@@ -66,7 +66,7 @@ def sync_results(
             **stats_metadata(sync.stats.as_metadata()),
             "dagster/row_count": sync.rows,
             "dagster/column_schema": column_schema(COLUMNS),
-            "preview": preview(sync.frame, PREVIEW_COLUMNS),
+            "preview": preview(sync.table, PREVIEW_COLUMNS),
             "path": dg.MetadataValue.path(str(sync.published.path)),
             "bytes": sync.published.bytes,
             "sha256": sync.published.sha256,
