@@ -16,7 +16,12 @@ from balances_etl.emulator import NoahSandbox
 from balances_etl.emulator.dataset import Dormancy
 from balances_etl.emulator.server import TRANSACTIONS_PATH
 from balances_etl.noah import NoahClient, NoahConfig
-from balances_etl.pipeline.transactions_sync import NoahTransactionsSource, TransactionSync, sync_transactions
+from balances_etl.pipeline.transactions_sync import (
+    NoahTransactionsSource,
+    TransactionSync,
+    stop_at_horizon,
+    sync_transactions,
+)
 from balances_etl.settings import DEFAULT_TRANSACTIONS_OVERLAP, PROJECT_ROOT
 from balances_etl.storage.parquet import publish_partition
 from balances_etl.storage.warehouse import connect_read_only, load_partition
@@ -102,3 +107,29 @@ def test_daily_sync_reads_only_new_and_pending_pages_and_records_an_old_pending_
     history = _query(data_dir, "SELECT status, snapshot_date FROM transaction_status_history "
                                f"WHERE transaction_id = '{dormant_id}' ORDER BY observed_at")
     assert history == [("Pending", FIRST), ("Settled", DORMANCY.settles)]
+
+
+def test_the_stop_rule_waits_for_the_horizon_only_on_pages_older_than_any_horizon() -> None:
+    """The warehouse is read while the newer pages are fetched: the stop rule asks for the horizon
+    (and may wait for it) only about a page lying entirely before now minus the overlap."""
+    asked: list[str] = []
+
+    def horizon() -> dt.datetime:
+        asked.append("asked")
+        return dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+
+    def page(*created: str) -> dict:
+        return {"Items": [{"Created": value} for value in created]}
+
+    stop = stop_at_horizon(horizon, not_after=dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+    assert not stop(page("2026-03-02T00:00:00Z", "2026-03-01T00:00:00Z"))  # holds a Created after any horizon
+    assert asked == []
+    assert not stop(page("2026-03-01T13:00:00+01:00", "2026-03-01T11:00:00Z"))  # 12:00 UTC: not before it
+    assert stop(page("2026-03-01T11:59:59.9999999Z", "2026-03-01T10:00:00Z"))  # entirely before it
+    assert not stop(page("2026-03-01T10:00:00Z", "2026-03-01T12:00:00Z"))  # out of order: read whole
+    assert len(asked) == 3
+    assert not stop(page("not an instant", "2026-03-01T10:00:00Z"))  # validation fails it, not the rule
+    assert len(asked) == 3
+    assert not stop_at_horizon(lambda: None, not_after=dt.datetime(2026, 3, 2, tzinfo=dt.UTC))(
+        page("2020-01-01T00:00:00Z")
+    )  # no horizon: every page is read
