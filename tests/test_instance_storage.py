@@ -62,7 +62,6 @@ def test_engines_are_reused_and_bounded(tmp_path: Path) -> None:
     assert len(storage._engines._engines) == ENGINES_KEPT  # noqa: SLF001 - the bound is the point
 
 
-
 def test_connections_stay_open_between_uses_without_holding_a_lock(tmp_path: Path) -> None:
     """Each use takes an open connection from the pool (no new SQLite connection, no schema read per
     event), from any thread; between uses it holds no lock, so another writer is never kept waiting."""
@@ -83,10 +82,18 @@ def test_connections_stay_open_between_uses_without_holding_a_lock(tmp_path: Pat
 
     for _ in range(10):
         use()
-    worker = threading.Thread(target=use)  # a pooled connection serves any thread, one at a time
+    failures: list[BaseException] = []
+
+    def use_elsewhere() -> None:
+        try:
+            use()
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(error)
+
+    worker = threading.Thread(target=use_elsewhere)  # a pooled connection serves any thread, one at a time
     worker.start()
     worker.join()
-    assert opened == []
+    assert failures == [] and opened == []
 
     other = sqlite3.connect(tmp_path / "run-a.db", timeout=0)  # another process's writer: no waiting allowed
     try:

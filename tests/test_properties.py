@@ -731,7 +731,10 @@ def test_the_rows_each_load_stores_equal_their_definition_after_every_load(
             after.execute(f"DELETE FROM {table}")
             if rows:
                 after.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
-        refreshed = reconciliation_rows.refresh(after, [day(n)], affected_before, sorted(SQL_DIR.glob("*.sql")))
+        views = sorted(SQL_DIR.glob("*.sql"))
+        refreshed = reconciliation_rows.refresh(
+            after, [day(n)], affected_before, reconciliation_rows.fingerprint_of(after, views)
+        )
         stored = {table: sorted(after.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in STORED_TABLES}
         assert stored == expected, (n, refreshed)
         if loads == IN_ORDER and n > 0:

@@ -640,3 +640,11 @@ def test_the_pipelines_reused_duckdb_instance_reads_a_replaced_warehouse_anew(da
         failing.execute("SELECT * FROM no_such_table")
     with warehouse_module.reading_published(data_dir) as after_failure:
         assert day_rows(after_failure) == {DAY1: 1, DAY2: 1}
+    published = warehouse_module.warehouse_path(data_dir)
+    intact = published.read_bytes()
+    published.write_bytes(b"not a DuckDB file" * 1000)
+    with pytest.raises(duckdb.Error), warehouse_module.reading_published(data_dir):
+        pass  # the attach fails: no connection is handed out
+    published.write_bytes(intact)
+    with warehouse_module.reading_published(data_dir) as after_a_bad_file:
+        assert day_rows(after_a_bad_file) == {DAY1: 1, DAY2: 1}

@@ -83,8 +83,10 @@ class RawLanding:
     publishing is on the critical path) are instead each written and fsynced on a thread of the
     landing's own while the fetch goes on (fsync waits outside the GIL; in the fetch thread a busy
     disk's 1-3 ms per fsync held up the next request), so a small landing's ``publish`` waits for
-    little more than its last page, and raises what a page's write raised. As a context manager, a landing left unpublished is removed; a
-    killed process leaves its staging directory, which the next landing on this host removes.
+    little more than its last page, and raises what a page's write raised. Only each page's
+    manifest entry is kept, not its body. As a context manager, a landing left unpublished is
+    removed; a killed process leaves its staging directory, which the next landing on this host
+    removes.
     """
 
     def __init__(

@@ -63,20 +63,19 @@ def earliest_affected(con: duckdb.DuckDBPyConnection, changed: Sequence[date]) -
     return con.execute(_query("history_breaks_floor"), [sorted(changed)]).fetchone()[0]
 
 
-def up_to_date(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> bool:
-    """Whether the warehouse's views and stored rows were made from these view files, the queries
-    and the settings now in the warehouse: then the load need not apply the views again."""
-    return _stored_fingerprint(con) == [(_fingerprint(con, views),)]
+def made_from(con: duckdb.DuckDBPyConnection, fingerprint: str) -> bool:
+    """Whether the warehouse's views and stored rows were made from what ``fingerprint`` stands for
+    (``fingerprint_of``): then a load need not apply the views again."""
+    return con.execute(f"SELECT fingerprint FROM {Table.RECONCILIATION_ROWS_STATE}").fetchall() == [(fingerprint,)]
 
 
 def refresh(
-    con: duckdb.DuckDBPyConnection, changed: Sequence[date], affected_before: date | None, views: Sequence[Path]
+    con: duckdb.DuckDBPyConnection, changed: Sequence[date], affected_before: date | None, fingerprint: str
 ) -> Refreshed:
     """Recompute the stored rows a load of ``changed`` can change; run inside the load's transaction,
-    after the view files ``views`` are applied. ``affected_before`` is ``earliest_affected`` taken
-    before the load."""
-    fingerprint = _fingerprint(con, views)
-    everything = _stored_fingerprint(con) != [(fingerprint,)]
+    after the view files ``fingerprint`` was taken of are applied. ``affected_before`` is
+    ``earliest_affected`` taken before the load."""
+    everything = not made_from(con, fingerprint)
     if everything and not _defined(con):
         con.execute(f"DROP TABLE IF EXISTS {Table.ROLLFORWARD_WINDOWS}")  # created by the roll-forward's file
         for table in (Table.HISTORY_BREAKS, Table.RECONCILIATION_ROWS_STATE):
@@ -124,7 +123,7 @@ def recompute_all(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> Refr
     """Store every row from scratch (a warehouse built outside the loader from the view files
     ``views``, as the tests build them)."""
     con.execute(f"DELETE FROM {Table.RECONCILIATION_ROWS_STATE}")
-    return refresh(con, [], None, views)
+    return refresh(con, [], None, fingerprint_of(con, views))
 
 
 def _defined(con: duckdb.DuckDBPyConnection) -> bool:
@@ -133,11 +132,7 @@ def _defined(con: duckdb.DuckDBPyConnection) -> bool:
     return views.issuperset(_VIEWS_READ) and _MACRO in macros
 
 
-def _stored_fingerprint(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    return con.execute(f"SELECT fingerprint FROM {Table.RECONCILIATION_ROWS_STATE}").fetchall()
-
-
-def _fingerprint(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> str:
+def fingerprint_of(con: duckdb.DuckDBPyConnection, views: Sequence[Path]) -> str:
     """What the views and the stored rows depend on besides the data: the view files (the views and
     macros they create), the queries that define the rows, the settings."""
     digest = hashlib.sha256()

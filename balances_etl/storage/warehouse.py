@@ -165,10 +165,14 @@ def connect_read_only(data_dir: Path) -> duckdb.DuckDBPyConnection:
     Attached into a fresh in-memory instance because ``duckdb.connect(path)`` reuses an instance
     already open on that path in this process, which still shows the replaced (old) file.
     """
+    return _attached(_published(data_dir), "READ_ONLY")
+
+
+def _published(data_dir: Path) -> Path:
     path = warehouse_path(data_dir).resolve()
     if not path.exists():
         raise FileNotFoundError(f"no published warehouse at {path}; run a load first")
-    return _attached(path, "READ_ONLY")
+    return path
 
 
 @contextmanager
@@ -177,12 +181,10 @@ def reading_published(data_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     warehouse, on an in-memory instance this process reuses (creating one costs ~14 ms, attaching
     a file ~2 ms; a daily run reads the warehouse several times). The file is detached after each
     read, so a replaced warehouse is never read stale; an instance used otherwise is closed."""
-    path = warehouse_path(data_dir).resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"no published warehouse at {path}; run a load first")
+    path = _published(data_dir)
     con = _idle_instances.take() or _instance()
-    _attach(con, path, "READ_ONLY")
     try:
+        _attach(con, path, "READ_ONLY")  # a failed attach leaves nothing to detach: the instance is closed
         yield con
     finally:
         _idle_instances.give_back(con)
@@ -412,10 +414,11 @@ def _write(
             ledger_rows = replace_ledger_table(con, data_dir / "ledger")
             _check_transaction_alive(con, "replace_ledger_table")
             write_reconciliation_settings(con, stale_after_days)
-            if not reconciliation_rows.up_to_date(con, views):  # else the same files made them: keep them
+            fingerprint = reconciliation_rows.fingerprint_of(con, views)
+            if not reconciliation_rows.made_from(con, fingerprint):  # else the same files made them: keep them
                 for view in views:
                     _apply_view(con, view)
-            reconciliation_rows.refresh(con, changed, affected_before, views)
+            reconciliation_rows.refresh(con, changed, affected_before, fingerprint)
             _verify(con, _BALANCES, expected)
             _verify(con, _OBSERVATIONS, expected_syncs)
             con.execute("COMMIT")

@@ -130,7 +130,7 @@ def _schema(partition: Partition, columns: tuple[Column, ...]) -> Verdict:
     problems += [{"column": name, "problem": "unexpected column"} for name in actual if name not in names]
     if problems:
         return False, len(partition), problems[:SAMPLE_SIZE]
-    null_counts = {c.name: int(_count(_null_mask(partition, c.name))) for c in columns if not c.nullable}
+    null_counts = {c.name: _count(_null_mask(partition, c.name)) for c in columns if not c.nullable}
     with_nulls = [name for name, count in null_counts.items() if count]
     if not with_nulls:
         return True, 0, []
